@@ -1,0 +1,778 @@
+"""Local service stack for lag-exporter's integration tests and benchmarks.
+
+Runs real Apache Kafka, MirrorMaker 1 and 2 and Elasticsearch as plain JVM processes on
+127.0.0.1 (no Docker), everything fetched from Maven Central by `mvn` and cached under the
+repository's git-ignored `.cache/`; runtime state lives in the git-ignored `.stack/`.
+
+Components (ports):
+  kafka-source        Kafka 4.1 KRaft, PLAINTEXT 19092, controller 19093,
+                      SASL_PLAINTEXT 19094 (SCRAM-SHA-512, user created at format time)
+  kafka-target        Kafka 4.1 KRaft, PLAINTEXT 29092, controller 29093
+  elasticsearch       Elasticsearch 8.19 (integ-test-zip), security off, HTTP 19200, transport 19300
+  elasticsearch-auth  same with security on, basic auth over plain HTTP 19201, transport 19301
+  mm1                 MirrorMaker 1 (kafka.tools.MirrorMaker from Kafka 3.9), source -> target,
+                      group `oasis-group`, topics `oasis\\..*`. It commits offsets every 1 s
+                      (--offset.commit.interval.ms 1000; the real default is 60 s) so that
+                      one-second lag samples see movement.
+  mm2                 MirrorMaker 2 dedicated mode (connect-mirror 4.1), source->target, topics
+                      `mm2\\..*`, replicated as `source.<topic>` (default replication policy).
+
+Lifecycle: `up`/`down` are idempotent and take component names (none = all). `up` starts only
+the named components (it does not start their dependencies: a fault test that stopped the source
+broker and restarts MirrorMaker gets exactly that). `down` only stops processes: data survives
+any stop/start. `down --wipe` also deletes the data of the named components (all: the whole
+`.stack/`). Logs: `.stack/logs/<component>.log`. After `up`, `.stack/addresses.json` lists
+addresses and credentials.
+
+Elasticsearch refuses to run as root, so its nodes run as the system user `lagexp-es` (created
+when missing); the directories above the repository get o+x so that user can reach its files.
+
+Tool passthroughs (`kafka-topics`, `kafka-consumer-groups`, `kafka-producer-perf-test`,
+`kafka-console-producer`, `kafka-console-consumer`) run the Kafka 4.1 CLI classes with a quiet
+log4j2 config; from Python use `run_tool(name, args)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK_SRC = REPO / "stack"
+CACHE = REPO / ".cache"
+STATE = REPO / ".stack"
+LOGS = STATE / "logs"
+RUN = STATE / "run"
+ADDRESSES = STATE / "addresses.json"
+
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+ES_VERSION = "8.19.21"
+ES_ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
+ES_USER = "lagexp-es"
+ES_HEAP = "-Xms512m -Xmx512m"
+
+SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_USERNAME = "lagexp"
+SASL_PASSWORD = "lagexp-test-secret-1"
+ES_AUTH_USERNAME = "lagexp"
+ES_AUTH_PASSWORD = "lagexp-test-secret-2"
+
+MM1_GROUP = "oasis-group"
+MM1_INCLUDE = r"oasis\..*"
+MM2_TOPICS = r"mm2\..*"
+MM2_OFFSETS_TOPIC = "mm2-offsets.source.internal"
+
+KAFKA_HEAP = ["-Xms256m", "-Xmx512m"]
+MARKER_ENV = "LAGEXP_STACK_COMPONENT"
+
+TOOLS: dict[str, str] = {
+    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
+    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
+    "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+}
+
+
+class StackError(RuntimeError):
+    """A component could not be installed, started or stopped."""
+
+
+@dataclass(frozen=True)
+class Kafka:
+    name: str
+    port: int
+    controller_port: int
+    sasl_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Elastic:
+    name: str
+    http_port: int
+    transport_port: int
+    secure: bool
+
+
+KAFKAS = {
+    "kafka-source": Kafka("kafka-source", 19092, 19093, 19094),
+    "kafka-target": Kafka("kafka-target", 29092, 29093),
+}
+ELASTICS = {
+    "elasticsearch": Elastic("elasticsearch", 19200, 19300, secure=False),
+    "elasticsearch-auth": Elastic("elasticsearch-auth", 19201, 19301, secure=True),
+}
+MIRRORS = ("mm1", "mm2")
+COMPONENTS: tuple[str, ...] = (*KAFKAS, *ELASTICS, *MIRRORS)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def log(msg: str) -> None:
+    print(f"[stack] {msg}", file=sys.stderr, flush=True)
+
+
+def log_file(component: str) -> Path:
+    return LOGS / f"{component}.log"
+
+
+def data_dir(component: str) -> Path:
+    return STATE / component
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def java_home() -> Path:
+    """JAVA_HOME if set, else the JDK behind `java` on PATH (Java 17 on these machines)."""
+    if os.environ.get("JAVA_HOME"):
+        return Path(os.environ["JAVA_HOME"])
+    java = shutil.which("java")
+    if java is None:
+        raise StackError("no `java` on PATH and JAVA_HOME unset")
+    return Path(os.path.realpath(java)).parent.parent
+
+
+def java() -> str:
+    return str(java_home() / "bin" / "java")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return f"(no log file {path})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def fail(component: str, why: str) -> StackError:
+    path = log_file(component)
+    return StackError(f"{component}: {why}; log {path}, last lines:\n{tail(path)}")
+
+
+# ---------------------------------------------------------------- downloads (cached)
+
+
+def mvn(args: Sequence[str], pom: Path | None = None) -> None:
+    cmd = ["mvn", "-B", "-q", f"-Dmaven.repo.local={CACHE / 'm2'}"]
+    if pom is not None:
+        cmd += ["-f", str(pom)]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        output = proc.stdout[-3000:] + proc.stderr[-2000:]
+        raise StackError(f"mvn {' '.join(args)} failed:\n{output}")
+
+
+def libs(flavour: str) -> Path:
+    """Runtime jars of stack/<flavour>/pom.xml, resolved once per pom content."""
+    pom = STACK_SRC / flavour / "pom.xml"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    out = CACHE / "lib" / f"{flavour}-{digest}"
+    if not (out / ".complete").exists():
+        log(f"resolving {pom.relative_to(REPO)} with mvn")
+        shutil.rmtree(out, ignore_errors=True)
+        mvn([f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
+             f"-DoutputDirectory={out}"], pom=pom)
+        (out / ".complete").touch()
+    return out
+
+
+def es_home() -> Path:
+    """Unpacked Elasticsearch integ-test-zip (shared read-only by both nodes)."""
+    home = CACHE / f"elasticsearch-{ES_VERSION}"
+    if (home / ".complete").exists():
+        return home
+    dist = CACHE / "dist"
+    archive = dist / f"elasticsearch-{ES_VERSION}.zip"
+    if not archive.exists():
+        log(f"fetching {ES_ARTIFACT} with mvn")
+        mvn([f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={ES_ARTIFACT}", f"-DoutputDirectory={dist}"])
+    shutil.rmtree(home, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(CACHE)
+    # zipfile drops the exec bits the launch scripts need.
+    for script in (home / "bin").iterdir():
+        script.chmod(0o755)
+    (home / ".complete").touch()
+    return home
+
+
+def classpath(flavour: str) -> str:
+    return str(libs(flavour) / "*")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def pid_file(component: str) -> Path:
+    return RUN / f"{component}.pid"
+
+
+def marker_of(pid: int) -> str | None:
+    """The component a process was started for (from its environment), if any."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{MARKER_ENV}=".encode()
+    for item in environ:
+        if item.startswith(prefix):
+            return item[len(prefix):].decode()
+    return None
+
+
+def component_pids(component: str) -> list[int]:
+    """All live processes (the launcher and its children) started for this component."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and marker_of(int(entry.name)) == f"{component}@{STATE}":
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def running(component: str) -> bool:
+    try:
+        pid = int(pid_file(component).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker_of(pid) == f"{component}@{STATE}"
+
+
+def spawn(component: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+          user: str | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session, output appended to its log, pid recorded."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {}), MARKER_ENV: f"{component}@{STATE}"}
+    with log_file(component).open("ab") as out:
+        out.write(f"\n===== {time.strftime('%F %T')} starting {component}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=full_env, cwd=cwd or STATE, start_new_session=True,
+                                user=user, group=user)
+    pid_file(component).write_text(str(proc.pid))
+    return proc
+
+
+def stop(component: str, timeout: float = 60.0) -> None:
+    """Stop a component (SIGTERM to its process group, SIGKILL after `timeout`)."""
+    pids = component_pids(component)
+    if not pids:
+        pid_file(component).unlink(missing_ok=True)
+        return
+    log(f"stopping {component}")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while component_pids(component) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in component_pids(component):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while component_pids(component):
+        time.sleep(0.1)
+    pid_file(component).unlink(missing_ok=True)
+
+
+def wait_until(component: str, ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not running(component):
+            raise fail(component, "process exited during start-up")
+        if ready():
+            return
+        time.sleep(0.5)
+    raise fail(component, f"not ready after {timeout:.0f} s")
+
+
+def log_contains(component: str, offset: int, needle: str) -> Callable[[], bool]:
+    def check() -> bool:
+        with log_file(component).open("rb") as f:
+            f.seek(offset)
+            return needle.encode() in f.read()
+    return check
+
+
+def log_size(component: str) -> int:
+    path = log_file(component)
+    return path.stat().st_size if path.exists() else 0
+
+
+# ---------------------------------------------------------------- logging configs
+
+
+def log4j2_config(name: str, level: str, quiet_level: str) -> Path:
+    """Properties-format log4j2 config (avoids needing the YAML parser)."""
+    return write(STATE / "conf" / f"log4j2-{name}.properties", f"""\
+status = error
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = {"SYSTEM_ERR" if name == "tools" else "SYSTEM_OUT"}
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c{{1}})%n
+rootLogger.level = {level}
+rootLogger.appenderRef.out.ref = OUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = {quiet_level}
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = {quiet_level}
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+""")
+
+
+def reload4j_config() -> Path:
+    """Kafka 3.9 (MirrorMaker 1) logs through reload4j."""
+    return write(STATE / "conf" / "log4j-mm1.properties", """\
+log4j.rootLogger=INFO, out
+log4j.appender.out=org.apache.log4j.ConsoleAppender
+log4j.appender.out.layout=org.apache.log4j.PatternLayout
+log4j.appender.out.layout.ConversionPattern=[%d] %p %m (%c{1})%n
+log4j.logger.org.apache.kafka.common.config.AbstractConfig=WARN
+log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
+""")
+
+
+def kafka_java(flavour: str, heap: Sequence[str], main: str, *args: str) -> list[str]:
+    if flavour == "kafka39":
+        logging = f"-Dlog4j.configuration=file:{reload4j_config()}"
+    else:
+        logging = f"-Dlog4j2.configurationFile={log4j2_config('service', 'INFO', 'WARN')}"
+    return [java(), *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true", logging,
+            "-cp", classpath(flavour), main, *args]
+
+
+# ---------------------------------------------------------------- Kafka brokers
+
+
+def jaas(username: str, password: str) -> str:
+    return (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+            f'username="{username}" password="{password}";')
+
+
+def server_properties(k: Kafka) -> str:
+    listeners = [f"PLAINTEXT://127.0.0.1:{k.port}"]
+    protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+    sasl = ""
+    if k.sasl_port is not None:
+        listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{k.sasl_port}")
+        protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+        sasl = (f"sasl.enabled.mechanisms={SASL_MECHANISM}\n"
+                f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                f"org.apache.kafka.common.security.scram.ScramLoginModule required;\n")
+    return f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{k.controller_port}
+listeners={",".join(listeners)},CONTROLLER://127.0.0.1:{k.controller_port}
+advertised.listeners={",".join(listeners)}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map={",".join(protocols)}
+{sasl}log.dirs={data_dir(k.name) / "data"}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+"""
+
+
+def new_cluster_id() -> str:
+    """Same format as Kafka's Uuid.randomUuid().toString(): 22 url-safe base64 chars."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
+
+
+def format_kafka(k: Kafka) -> subprocess.Popen[bytes] | None:
+    """Write the config and format the log dir once (data survives restarts)."""
+    home = data_dir(k.name)
+    props = write(home / "server.properties", server_properties(k))
+    if (home / "data" / "meta.properties").exists():
+        return None
+    args = ["format", "-t", new_cluster_id(), "-c", str(props), "-g"]
+    if k.sasl_port is not None:
+        args += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_USERNAME},password={SASL_PASSWORD}]"]
+    log(f"formatting {k.name} storage")
+    cmd = kafka_java("kafka4", ["-Xmx256m"], "kafka.tools.StorageTool", *args)
+    return spawn(f"{k.name}-format", cmd)
+
+
+def start_kafka(k: Kafka) -> Callable[[], None]:
+    offset = log_size(k.name)
+    spawn(k.name, kafka_java("kafka4", KAFKA_HEAP, "kafka.Kafka",
+                             str(data_dir(k.name) / "server.properties")))
+    started = log_contains(k.name, offset, "Kafka Server started")
+    return lambda: wait_until(k.name, lambda: started() and port_open(k.port), 120)
+
+
+# ---------------------------------------------------------------- MirrorMaker
+
+
+def sasl_client_properties() -> Path:
+    return write(STATE / "conf" / "source-sasl.properties", f"""\
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism={SASL_MECHANISM}
+sasl.jaas.config={jaas(SASL_USERNAME, SASL_PASSWORD)}
+""")
+
+
+def start_mm1() -> Callable[[], None]:
+    conf = data_dir("mm1")
+    consumer = write(conf / "consumer.properties", f"""\
+bootstrap.servers=127.0.0.1:{KAFKAS["kafka-source"].port}
+group.id={MM1_GROUP}
+auto.offset.reset=earliest
+# pick up new oasis.* topics within seconds (default 5 min)
+metadata.max.age.ms=1000
+""")
+    producer = write(conf / "producer.properties", f"""\
+bootstrap.servers=127.0.0.1:{KAFKAS["kafka-target"].port}
+linger.ms=5
+""")
+    offset = log_size("mm1")
+    spawn("mm1", kafka_java("kafka39", ["-Xms128m", "-Xmx256m"], "kafka.tools.MirrorMaker",
+                            "--consumer.config", str(consumer), "--producer.config", str(producer),
+                            "--include", MM1_INCLUDE, "--offset.commit.interval.ms", "1000"))
+    subscribed = log_contains("mm1", offset, "Subscribed to pattern")
+    return lambda: wait_until("mm1", subscribed, 90)
+
+
+def mm2_properties() -> str:
+    # Backslashes must be doubled: java.util.Properties eats single ones.
+    topics = MM2_TOPICS.replace("\\", "\\\\")
+    return f"""\
+clusters=source,target
+source.bootstrap.servers=127.0.0.1:{KAFKAS["kafka-source"].port}
+target.bootstrap.servers=127.0.0.1:{KAFKAS["kafka-target"].port}
+source->target.enabled=true
+source->target.topics={topics}
+target->source.enabled=false
+target->source.emit.heartbeats.enabled=false
+replication.factor=1
+checkpoints.topic.replication.factor=1
+heartbeats.topic.replication.factor=1
+offset-syncs.topic.replication.factor=1
+offset.storage.replication.factor=1
+status.storage.replication.factor=1
+config.storage.replication.factor=1
+# short intervals so tests see new topics and committed offsets within seconds
+refresh.topics.interval.seconds=2
+refresh.groups.interval.seconds=5
+offset.flush.interval.ms=1000
+sync.topic.configs.interval.seconds=10
+"""
+
+
+def start_mm2() -> Callable[[], None]:
+    props = write(data_dir("mm2") / "mm2.properties", mm2_properties())
+    offset = log_size("mm2")
+    spawn("mm2", kafka_java("kafka4", ["-Xms128m", "-Xmx384m"],
+                            "org.apache.kafka.connect.mirror.MirrorMaker", str(props)))
+    started = log_contains("mm2", offset, "Kafka MirrorMaker started")
+    return lambda: wait_until("mm2", started, 120)
+
+
+# ---------------------------------------------------------------- Elasticsearch
+
+
+def ensure_es_user() -> None:
+    try:
+        pwd.getpwnam(ES_USER)
+    except KeyError:
+        log(f"creating system user {ES_USER}")
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--shell", "/usr/sbin/nologin", ES_USER], check=True)
+
+
+def make_traversable(path: Path) -> None:
+    """Give o+x to every ancestor so the ES user can reach its files (e.g. repo under /root)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def es_config(e: Elastic, home: Path) -> str:
+    node = data_dir(e.name)
+    security = "true" if e.secure else "false"
+    return f"""\
+cluster.name: lagexp-{e.name}
+node.name: {e.name}
+discovery.type: single-node
+network.host: 127.0.0.1
+http.port: {e.http_port}
+transport.port: {e.transport_port}
+path.data: {node / "data"}
+path.logs: {node / "logs"}
+cluster.routing.allocation.disk.threshold_enabled: false
+action.destructive_requires_name: false
+xpack.security.enabled: {security}
+xpack.security.http.ssl.enabled: false
+xpack.security.transport.ssl.enabled: false
+xpack.security.enrollment.enabled: false
+"""
+
+
+def prepare_es(e: Elastic) -> None:
+    """Per-node config dir (copied from the distribution once), data and logs, owned by ES_USER."""
+    home = es_home()
+    node = data_dir(e.name)
+    conf = node / "config"
+    if not conf.exists():
+        shutil.copytree(home / "config", conf)
+        # no GC log or heap dumps in the working directory
+        options = [line for line in (conf / "jvm.options").read_text().splitlines()
+                   if not line.startswith(("-Xlog:gc", "-XX:+HeapDumpOnOutOfMemoryError"))]
+        (conf / "jvm.options").write_text("\n".join(options) + "\n")
+    write(conf / "elasticsearch.yml", es_config(e, home))
+    if e.secure and ES_AUTH_USERNAME not in (conf / "users").read_text():
+        subprocess.run([str(home / "bin" / "elasticsearch-users"), "useradd", ES_AUTH_USERNAME,
+                        "-p", ES_AUTH_PASSWORD, "-r", "superuser"],
+                       env=es_env(e), check=True, capture_output=True)
+    for sub in ("data", "logs", "tmp"):
+        (node / sub).mkdir(parents=True, exist_ok=True)
+    ensure_es_user()
+    make_traversable(REPO)
+    subprocess.run(["chown", "-R", f"{ES_USER}:{ES_USER}", str(node)], check=True)
+
+
+def es_env(e: Elastic) -> dict[str, str]:
+    node = data_dir(e.name)
+    return {**os.environ, "ES_JAVA_HOME": str(java_home()), "ES_PATH_CONF": str(node / "config"),
+            "ES_JAVA_OPTS": ES_HEAP, "ES_TMPDIR": str(node / "tmp"), "HOME": str(node)}
+
+
+def es_request(e: Elastic, path: str, auth: tuple[str, str] | None = None) -> int:
+    """HTTP status of GET path (0 when the node does not answer)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{e.http_port}{path}")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+def start_es(e: Elastic) -> Callable[[], None]:
+    prepare_es(e)
+    spawn(e.name, [str(es_home() / "bin" / "elasticsearch")], env=es_env(e), user=ES_USER,
+          cwd=data_dir(e.name))
+    auth = (ES_AUTH_USERNAME, ES_AUTH_PASSWORD) if e.secure else None
+    health = "/_cluster/health?wait_for_status=yellow&timeout=1s"
+    return lambda: wait_until(e.name, lambda: es_request(e, health, auth) == 200, 180)
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def check_port_free(component: str) -> None:
+    ports = {**{k: (v.port,) for k, v in KAFKAS.items()},
+             **{k: (v.http_port,) for k, v in ELASTICS.items()}}
+    for port in ports.get(component, ()):
+        if port_open(port):
+            raise StackError(f"{component}: port {port} is taken by a process not started here")
+
+
+def starter(component: str) -> Callable[[], Callable[[], None]]:
+    if component in KAFKAS:
+        return lambda: start_kafka(KAFKAS[component])
+    if component in ELASTICS:
+        return lambda: start_es(ELASTICS[component])
+    return {"mm1": start_mm1, "mm2": start_mm2}[component]
+
+
+def select(components: Sequence[str]) -> list[str]:
+    unknown = [c for c in components if c not in COMPONENTS]
+    if unknown:
+        raise StackError(f"unknown component(s) {unknown}; known: {', '.join(COMPONENTS)}")
+    return [c for c in COMPONENTS if not components or c in components]
+
+
+def up(components: Sequence[str] = ()) -> dict[str, object]:
+    """Start the named components (all if none) unless running; wait until ready."""
+    todo = [c for c in select(components) if not running(c)]
+    for c in todo:
+        check_port_free(c)
+    # Resolve downloads first so the JVMs below start together.
+    if any(c in KAFKAS or c == "mm2" for c in todo):
+        libs("kafka4")
+    if "mm1" in todo:
+        libs("kafka39")
+    formats = [f for c in todo if c in KAFKAS and (f := format_kafka(KAFKAS[c])) is not None]
+    for proc in formats:
+        if proc.wait() != 0:
+            raise StackError(f"kafka storage format failed, see {LOGS}/kafka-*-format.log")
+    waits: dict[str, Callable[[], None]] = {}
+    for c in todo:  # brokers and Elasticsearch in parallel, then MirrorMakers
+        if c not in MIRRORS:
+            log(f"starting {c}")
+            waits[c] = starter(c)()
+    for c in todo:
+        if c in KAFKAS:
+            waits.pop(c)()
+            log(f"{c} ready")
+    for c in todo:
+        if c in MIRRORS:
+            log(f"starting {c}")
+            waits[c] = starter(c)()
+    for c, wait in waits.items():
+        wait()
+        log(f"{c} ready")
+    return write_addresses()
+
+
+def down(components: Sequence[str] = (), wipe: bool = False) -> None:
+    """Stop the named components (all if none); with wipe also delete their data."""
+    chosen = select(components)
+    for c in reversed(chosen):  # MirrorMakers before the brokers they use
+        stop(c)
+    if wipe and not components:
+        shutil.rmtree(STATE, ignore_errors=True)
+    elif wipe:
+        for c in chosen:
+            shutil.rmtree(data_dir(c), ignore_errors=True)
+
+
+def addresses() -> dict[str, object]:
+    src, tgt = KAFKAS["kafka-source"], KAFKAS["kafka-target"]
+    es, es_auth = ELASTICS["elasticsearch"], ELASTICS["elasticsearch-auth"]
+    return {
+        "source": {"bootstrap": f"127.0.0.1:{src.port}",
+                   "sasl_bootstrap": f"127.0.0.1:{src.sasl_port}",
+                   "sasl_mechanism": SASL_MECHANISM, "sasl_username": SASL_USERNAME,
+                   "sasl_password": SASL_PASSWORD,
+                   "sasl_properties": str(sasl_client_properties())},
+        "target": {"bootstrap": f"127.0.0.1:{tgt.port}"},
+        "elasticsearch": {"url": f"http://127.0.0.1:{es.http_port}"},
+        "elasticsearch_auth": {"url": f"http://127.0.0.1:{es_auth.http_port}",
+                               "username": ES_AUTH_USERNAME, "password": ES_AUTH_PASSWORD},
+        "mm1": {"group": MM1_GROUP, "include": MM1_INCLUDE},
+        "mm2": {"offsets_topic": MM2_OFFSETS_TOPIC, "topics": MM2_TOPICS},
+    }
+
+
+def write_addresses() -> dict[str, object]:
+    data = addresses()
+    write(ADDRESSES, json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in kB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def status() -> dict[str, dict[str, object]]:
+    """Per component: running flag and, per live process, its memory."""
+    result: dict[str, dict[str, object]] = {}
+    for c in COMPONENTS:
+        procs = {pid: memory_kb(pid) for pid in component_pids(c)}
+        result[c] = {"running": running(c), "processes": procs, "log": str(log_file(c))}
+    return result
+
+
+# ---------------------------------------------------------------- Kafka CLI tools
+
+
+def tool_command(name: str, args: Sequence[str]) -> list[str]:
+    if name not in TOOLS:
+        raise StackError(f"unknown tool {name}; known: {', '.join(TOOLS)}")
+    logging = f"-Dlog4j2.configurationFile={log4j2_config('tools', 'WARN', 'WARN')}"
+    # Client tools are short-lived: C1-only JIT and serial GC start fastest on 2 cores.
+    return [java(), "-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", logging,
+            "-cp", classpath("kafka4"), TOOLS[name], *args]
+
+
+def run_tool(name: str, args: Sequence[str], input: str | None = None,
+             timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run a Kafka CLI tool; output captured as text, never raises on a non-zero exit."""
+    return subprocess.run(tool_command(name, args), input=input, capture_output=True, text=True,
+                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        cmd = tool_command(argv[0], argv[1:])
+        os.execv(cmd[0], cmd)
+    parser = argparse.ArgumentParser(prog="scripts/stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "down"):
+        p = sub.add_parser(name)
+        p.add_argument("components", nargs="*", metavar="COMPONENT", help=", ".join(COMPONENTS))
+    sub.choices["down"].add_argument("--wipe", action="store_true", help="also delete data")
+    sub.add_parser("status")
+    sub.add_parser("addresses")
+    for tool in TOOLS:
+        sub.add_parser(tool, help="Kafka CLI passthrough")
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "up":
+            up(ns.components)
+            print(ADDRESSES)
+        elif ns.command == "down":
+            down(ns.components, ns.wipe)
+        elif ns.command == "status":
+            report = status()
+            print(json.dumps(report, indent=2))
+            return 0 if all(s["running"] for s in report.values()) else 3
+        elif ns.command == "addresses":
+            print(json.dumps(addresses(), indent=2))
+    except StackError as err:
+        print(f"stack: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
