@@ -19,3 +19,7 @@ class SourceError(LagExporterError):
 
 class SinkError(LagExporterError):
     """Elasticsearch could not take the documents."""
+
+
+class SinkUnavailable(SinkError):
+    """Elasticsearch did not answer at all: worth retrying later."""

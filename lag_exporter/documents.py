@@ -1,0 +1,77 @@
+"""Pure: a Sample becomes the `consumer_lag` documents the old shell pipeline produced.
+
+One document per cluster x group x topic per sample:
+    {"@timestamp", "cluster", "group", "topic", "p0": lag, ..., "lag_total", "lag_max"}
+`p<N>` is partition N. A partition with no committed offset has no lag and no field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+from lag_exporter.lag import lag_max, lag_total
+from lag_exporter.model import GroupLag, PartitionLag, Sample
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    """Deterministic: the same sample always gets the same id, so a retried write is a no-op."""
+    source: dict[str, Any]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC, ISO-8601 with milliseconds and a Z, as the original pipeline wrote it."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def document_id(cluster: str, group: str, topic: str, timestamp: str) -> str:
+    key = "\x1f".join((cluster, group, topic, timestamp))
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def topic_document(
+    timestamp: str,
+    cluster: str,
+    group: str,
+    topic: str,
+    lags: list[PartitionLag],
+    with_nulls: bool = False,
+) -> Document:
+    """with_nulls: show partitions without a known lag as null (JSON output) instead of
+    leaving the field out (Elasticsearch, where a null would read as "no data" anyway)."""
+    source: dict[str, Any] = {"@timestamp": timestamp, "cluster": cluster, "group": group,
+                              "topic": topic}
+    for partition in lags:
+        if partition.lag is not None or with_nulls:
+            source[f"p{partition.partition}"] = partition.lag
+    total, biggest = lag_total(lags), lag_max(lags)
+    if total is not None:
+        source["lag_total"] = total
+        source["lag_max"] = biggest
+    return Document(document_id(cluster, group, topic, timestamp), source)
+
+
+def group_documents(timestamp: str, group_lag: GroupLag, with_nulls: bool = False
+                    ) -> list[Document]:
+    by_topic = groupby(group_lag.partitions, key=lambda p: p.topic)
+    return [
+        topic_document(timestamp, group_lag.cluster, group_lag.group, topic, list(lags),
+                       with_nulls)
+        for topic, lags in by_topic
+    ]
+
+
+def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]:
+    """Documents of every group sampled without error; a failed group has none (never zeros)."""
+    timestamp = format_timestamp(sample.taken_at)
+    return [
+        document
+        for group_lag in sample.groups
+        if group_lag.error is None
+        for document in group_documents(timestamp, group_lag, with_nulls)
+    ]

@@ -1,0 +1,191 @@
+"""The only module that talks to Kafka (confluent-kafka's AdminClient).
+
+Every call is batched: one OffsetFetch per group (all groups in flight at once), one DescribeGroups
+for all groups, and one ListOffsets per partition leader for every high watermark. Failures are
+returned per group / per partition as SourceError values, never raised, so that one bad group
+cannot wipe out the others' samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+)
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # not re-exported for mypy
+
+from lag_exporter.errors import SourceError
+from lag_exporter.model import GroupOffsets, TopicPartition
+
+log = logging.getLogger(__name__)
+
+# librdkafka repeats every connection failure; the sampler reports state changes instead.
+_librdkafka_log = logging.getLogger("lag_exporter.librdkafka")
+
+GROUP_NOT_FOUND_STATES = {"DEAD"}
+
+
+class _DebugOnlyLogger:
+    """librdkafka log lines go to DEBUG: they are per-connection noise during an outage."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        _librdkafka_log.debug(msg, *args)
+
+
+def describe_kafka_error(error: BaseException) -> str:
+    """One line for an operator: the librdkafka error text, without its internal prefixes."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        kafka_error: KafkaError = error.args[0]
+        return f"{kafka_error.str()} ({kafka_error.name()})"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+class KafkaSource:
+    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
+        self.cluster = cluster
+        self.timeout_s = timeout_s
+        self._last_client_error: str | None = None
+        self._lock = threading.Lock()
+        settings: dict[str, Any] = dict(client_settings)
+        settings.setdefault("client.id", "lag-exporter")
+        settings.setdefault("socket.timeout.ms", int(timeout_s * 1000))
+        settings["logger"] = _DebugOnlyLogger()
+        settings["error_cb"] = self._remember_client_error
+        self._admin = AdminClient(settings)
+
+    # -- the three requests a sample needs -------------------------------------------------
+
+    def committed_offsets(self, groups: Iterable[str]) -> dict[str, GroupOffsets | SourceError]:
+        """The committed offsets of each group: one OffsetFetch per group, all in flight at once."""
+        futures = {
+            group: self._admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout_s
+            )[group]
+            for group in groups
+        }
+        results: dict[str, GroupOffsets | SourceError] = {}
+        for group, future in futures.items():
+            try:
+                answer = self._result(future)
+            except SourceError as error:
+                results[group] = error
+                continue
+            committed = {
+                TopicPartition(tp.topic, tp.partition): tp.offset
+                for tp in answer.topic_partitions
+                if tp.error is None and tp.offset >= 0
+            }
+            results[group] = GroupOffsets(group=group, committed_offsets=committed)
+        return results
+
+    def group_members(
+        self, groups: Iterable[str]
+    ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        """(state, partitions assigned to active members) of each group, in one batch."""
+        group_list = list(groups)
+        if not group_list:
+            return {}
+        futures = self._admin.describe_consumer_groups(group_list, request_timeout=self.timeout_s)
+        results: dict[str, tuple[str, frozenset[TopicPartition]] | SourceError] = {}
+        for group, future in futures.items():
+            try:
+                description = self._result(future)
+            except SourceError as error:
+                results[group] = error
+                continue
+            assigned = frozenset(
+                TopicPartition(tp.topic, tp.partition)
+                for member in description.members
+                if member.assignment is not None
+                for tp in member.assignment.topic_partitions
+            )
+            results[group] = (description.state.name, assigned)
+        return results
+
+    def topic_partitions(self, topics: Iterable[str]) -> dict[str, list[int] | SourceError]:
+        """Partition numbers of each topic (for topics named explicitly)."""
+        topic_list = sorted(set(topics))
+        if not topic_list:
+            return {}
+        futures = self._admin.describe_topics(
+            TopicCollection(topic_list), request_timeout=self.timeout_s
+        )
+        results: dict[str, list[int] | SourceError] = {}
+        for topic, future in futures.items():
+            try:
+                description = self._result(future)
+            except SourceError as error:
+                results[topic] = error
+                continue
+            results[topic] = sorted(p.id for p in description.partitions)
+        return results
+
+    def high_watermarks(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | SourceError]:
+        """Log-end offsets (READ_UNCOMMITTED, as kafka-consumer-groups uses): one batched call,
+        which librdkafka splits into one ListOffsets request per partition leader."""
+        request = {
+            KafkaTopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            for tp in set(partitions)
+        }
+        if not request:
+            return {}
+        futures = self._admin.list_offsets(
+            request,
+            isolation_level=IsolationLevel.READ_UNCOMMITTED,
+            request_timeout=self.timeout_s,
+        )
+        results: dict[TopicPartition, int | SourceError] = {}
+        for kafka_tp, future in futures.items():
+            tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
+            try:
+                results[tp] = self._result(future).offset
+            except SourceError as error:
+                results[tp] = error
+        return results
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _result(self, future: Future[Any]) -> Any:
+        try:
+            return future.result(timeout=self.timeout_s + 1)
+        except (KafkaException, TimeoutError) as error:
+            raise SourceError(self._explain(error)) from error
+
+    def _explain(self, error: BaseException) -> str:
+        reason = describe_kafka_error(error)
+        with self._lock:
+            last = self._last_client_error
+        if last and last not in reason:
+            reason = f"{reason}; last client error: {last}"
+        return reason
+
+    def _remember_client_error(self, error: KafkaError) -> None:
+        with self._lock:
+            self._last_client_error = f"{error.str()} ({error.name()})"
+
+    def last_client_error(self) -> str | None:
+        with self._lock:
+            return self._last_client_error
+
+    def clear_client_error(self) -> None:
+        with self._lock:
+            self._last_client_error = None
+
+    def close(self) -> None:
+        """AdminClient has no close(); dropping the reference lets librdkafka shut down."""
+        del self._admin

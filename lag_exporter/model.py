@@ -1,0 +1,58 @@
+"""Plain records passed along the data path. No client-library type crosses this line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    """What Kafka says about one consumer group at one moment."""
+
+    group: str
+    committed_offsets: dict[TopicPartition, int]
+    """Partitions with a commit; offsets < 0 ("no commit") are left out."""
+    assigned_partitions: frozenset[TopicPartition] = frozenset()
+    """Partitions assigned to an active member, committed or not."""
+    state: str = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed_offset: int | None
+    """None: the group has never committed on this partition."""
+    high_watermark: int | None
+    """None: the end offset could not be read (see the group's errors)."""
+    lag: int | None
+    """high_watermark - committed_offset, clamped at 0; None when either side is unknown."""
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    cluster: str
+    group: str
+    partitions: tuple[PartitionLag, ...]
+    """Sorted by topic, then partition."""
+    error: str | None = None
+    """Why the group could not be sampled this time (then `partitions` is empty)."""
+    state: str = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Everything one tick learnt, immutable once taken."""
+
+    taken_at: datetime
+    """UTC wall-clock time at which the tick started."""
+    groups: tuple[GroupLag, ...]
+    duration_s: float = 0.0
+    warnings: tuple[str, ...] = field(default=())

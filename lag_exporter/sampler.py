@@ -1,0 +1,165 @@
+"""One sample per tick: ask Kafka once per kind of request, compute lags, return a Sample.
+
+Which partitions a group reports: every partition it has committed on, every partition assigned
+to one of its active members, and every partition of the topics named explicitly. Who is assigned
+what changes rarely, so group descriptions and topic metadata are refreshed on a slower schedule
+than the offsets, which are read on every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from lag_exporter.errors import SourceError
+from lag_exporter.lag import commits_beyond_watermark, compute_lags
+from lag_exporter.model import GroupLag, GroupOffsets, Sample, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class OffsetSource(Protocol):
+    """What the sampler needs from Kafka (KafkaSource in production, fakes in unit tests)."""
+
+    cluster: str
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]: ...
+
+    def group_members(
+        self, groups: Sequence[str]
+    ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]: ...
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]: ...
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | SourceError]: ...
+
+
+@dataclass
+class _Membership:
+    """The slowly changing part of a sample, refreshed every `metadata_refresh_s`."""
+
+    states: dict[str, str]
+    assigned: dict[str, frozenset[TopicPartition]]
+    topic_partitions: dict[str, list[int]]
+    refreshed_at: float
+
+
+def group_not_found(error: SourceError) -> bool:
+    return "GROUP_ID_NOT_FOUND" in str(error)
+
+
+class Sampler:
+    def __init__(
+        self,
+        source: OffsetSource,
+        groups: Sequence[str],
+        topics: Sequence[str] = (),
+        metadata_refresh_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.groups = list(dict.fromkeys(groups))
+        self.topics = list(dict.fromkeys(topics))
+        self.metadata_refresh_s = metadata_refresh_s
+        self._clock = clock
+        self._membership: _Membership | None = None
+        self._warned_beyond_watermark: set[tuple[str, TopicPartition]] = set()
+
+    def sample(self, taken_at: datetime | None = None) -> Sample:
+        started = self._clock()
+        taken_at = taken_at or datetime.now(UTC)
+        committed = self.source.committed_offsets(self.groups)
+        membership = self._current_membership()
+        warnings: list[str] = []
+
+        wanted = {group: self._partitions_of(group, committed[group], membership)
+                  for group in self.groups if not isinstance(committed[group], SourceError)}
+        all_partitions = sorted({tp for partitions in wanted.values() for tp in partitions})
+        watermarks = self.source.high_watermarks(all_partitions)
+        high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
+        for tp, hw in sorted(watermarks.items(), key=lambda item: item[0]):
+            if isinstance(hw, SourceError):
+                warnings.append(f"no end offset for {tp.topic}/{tp.partition}: {hw}")
+
+        group_lags = tuple(
+            self._group_lag(group, committed[group], wanted.get(group, []), high_watermarks,
+                            membership, warnings)
+            for group in self.groups
+        )
+        return Sample(taken_at=taken_at, groups=group_lags,
+                      duration_s=self._clock() - started, warnings=tuple(warnings))
+
+    def _group_lag(
+        self,
+        group: str,
+        offsets: GroupOffsets | SourceError,
+        partitions: list[TopicPartition],
+        high_watermarks: dict[TopicPartition, int],
+        membership: _Membership,
+        warnings: list[str],
+    ) -> GroupLag:
+        cluster = self.source.cluster
+        state = membership.states.get(group, "UNKNOWN")
+        if isinstance(offsets, SourceError):
+            return GroupLag(cluster, group, (), error=str(offsets), state=state)
+        if not offsets.committed_offsets and not partitions and state in ("DEAD", "NOT_FOUND"):
+            return GroupLag(cluster, group, (), error=f"consumer group '{group}' does not exist",
+                            state=state)
+        lags = compute_lags(partitions, offsets.committed_offsets, high_watermarks)
+        for partition in commits_beyond_watermark(lags):
+            key = (group, TopicPartition(partition.topic, partition.partition))
+            if key not in self._warned_beyond_watermark:
+                self._warned_beyond_watermark.add(key)
+                warnings.append(
+                    f"group {group}: committed offset {partition.committed_offset} of "
+                    f"{partition.topic}/{partition.partition} is beyond the high watermark "
+                    f"{partition.high_watermark} (log truncated?); lag reported as 0"
+                )
+        return GroupLag(cluster, group, lags, state=state)
+
+    def _partitions_of(
+        self, group: str, offsets: GroupOffsets | SourceError, membership: _Membership
+    ) -> list[TopicPartition]:
+        assert not isinstance(offsets, SourceError)
+        partitions = set(offsets.committed_offsets) | membership.assigned.get(group, frozenset())
+        if self.topics:
+            partitions = {tp for tp in partitions if tp.topic in self.topics}
+            for topic, numbers in membership.topic_partitions.items():
+                partitions.update(TopicPartition(topic, number) for number in numbers)
+        return sorted(partitions)
+
+    def _current_membership(self) -> _Membership:
+        now = self._clock()
+        if self._membership and now - self._membership.refreshed_at < self.metadata_refresh_s:
+            return self._membership
+        previous = self._membership
+        states: dict[str, str] = {}
+        assigned: dict[str, frozenset[TopicPartition]] = {}
+        complete = True
+        for group, answer in self.source.group_members(self.groups).items():
+            if isinstance(answer, SourceError) and group_not_found(answer):
+                states[group] = "NOT_FOUND"
+            elif isinstance(answer, SourceError):
+                # Keep what we knew and ask again next tick rather than in 30 s.
+                complete = False
+                states[group] = previous.states.get(group, "UNKNOWN") if previous else "UNKNOWN"
+                if previous and group in previous.assigned:
+                    assigned[group] = previous.assigned[group]
+            else:
+                states[group], assigned[group] = answer
+        topic_partitions: dict[str, list[int]] = {}
+        for topic, numbers in self.source.topic_partitions(self.topics).items():
+            if isinstance(numbers, SourceError):
+                complete = False
+                log.warning("topic %s: %s", topic, numbers)
+            else:
+                topic_partitions[topic] = numbers
+        refreshed_at = now if complete else now - self.metadata_refresh_s
+        self._membership = _Membership(states, assigned, topic_partitions, refreshed_at)
+        return self._membership

@@ -1,0 +1,159 @@
+"""The `consumer_lag` index: created from mapping.json when missing, one bulk request per sample.
+
+Writes use deterministic ids and op_type=create, so a batch retried after a timeout is stored
+once: Elasticsearch answers 409 for the documents it already has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from elasticsearch import ApiError, AuthenticationException, Elasticsearch, TransportError
+
+from lag_exporter.documents import Document
+from lag_exporter.errors import ConfigError, SinkError, SinkUnavailable
+from lag_exporter.sinks import DeliveryReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ElasticsearchSettings:
+    urls: tuple[str, ...]
+    index: str = "consumer_lag"
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    ca_file: str | None = None
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:  # never show secrets, even in a debugger or a traceback
+        return f"ElasticsearchSettings(urls={self.urls!r}, index={self.index!r})"
+
+
+def load_mapping() -> dict[str, Any]:
+    text = resources.files("lag_exporter").joinpath("mapping.json").read_text()
+    mapping: dict[str, Any] = json.loads(text)
+    return mapping
+
+
+def old_mapping_problems(properties: dict[str, Any]) -> list[str]:
+    """What an existing index's mapping breaks (the 2022 pipeline's mapping.json, say)."""
+    problems = []
+    for field_name in ("topic", "group", "cluster"):
+        field_type = properties.get(field_name, {}).get("type")
+        if field_type not in (None, "keyword"):
+            problems.append(f"'{field_name}' is {field_type}, so Kibana cannot aggregate by it")
+    narrow = sorted(
+        (name for name, spec in properties.items()
+         if name.startswith("p") and name[1:].isdigit() and spec.get("type") == "integer"),
+        key=lambda name: int(name[1:]),
+    )
+    if narrow:
+        problems.append(
+            f"{', '.join(narrow[:3])}{'...' if len(narrow) > 3 else ''} are integer: a lag past "
+            "2^31-1 rejects the whole document"
+        )
+    return problems
+
+
+def item_error_line(item: dict[str, Any]) -> str:
+    error = item.get("error", {})
+    if isinstance(error, dict):
+        return f"{item.get('status')} {error.get('type')}: {error.get('reason')}"
+    return f"{item.get('status')} {error}"
+
+
+class ElasticsearchSink:
+    name = "elasticsearch"
+
+    def __init__(self, settings: ElasticsearchSettings) -> None:
+        self.settings = settings
+        tls: dict[str, Any] = {"ca_certs": settings.ca_file} if settings.ca_file else {}
+        self._client = Elasticsearch(
+            list(settings.urls),
+            **tls,
+            basic_auth=(settings.username, settings.password or "")
+            if settings.username else None,
+            api_key=settings.api_key,
+            request_timeout=settings.timeout_s,
+            max_retries=0,  # the outbox owns retries, in order, without blocking sampling
+            retry_on_timeout=False,
+        )
+        self._index_ready = False
+
+    def ensure_index(self) -> None:
+        """Create the index from mapping.json unless it exists; warn once about an old mapping."""
+        index = self.settings.index
+        try:
+            if not self._client.indices.exists(index=index):
+                mapping = load_mapping()
+                self._client.indices.create(index=index, mappings=mapping["mappings"])
+                log.info("created index %s from mapping.json", index)
+            else:
+                self._warn_about_existing_mapping()
+        except ApiError as error:
+            if error.meta.status == 400 and "resource_already_exists" in str(error):
+                pass  # another exporter created it first
+            elif error.meta.status in (401, 403):
+                raise SinkError(f"Elasticsearch refused the credentials ({error.meta.status})"
+                                ) from error
+            elif error.meta.status == 400 and "invalid_index_name" in str(error):
+                raise ConfigError(f"invalid index name '{index}': {error.message}") from error
+            else:
+                raise SinkError(f"Elasticsearch: {error.meta.status} {error.message}") from error
+        except TransportError as error:
+            raise SinkUnavailable(f"Elasticsearch unreachable at {', '.join(self.settings.urls)}: "
+                                  f"{type(error).__name__}") from error
+        self._index_ready = True
+
+    def _warn_about_existing_mapping(self) -> None:
+        answer = self._client.indices.get_mapping(index=self.settings.index)
+        for index_name, body in answer.body.items():
+            properties = body.get("mappings", {}).get("properties", {})
+            for problem in old_mapping_problems(properties):
+                log.warning("index %s has an old mapping: %s (recreate it from mapping.json)",
+                            index_name, problem)
+
+    def write(self, documents: list[Document]) -> DeliveryReport:
+        if not documents:
+            return DeliveryReport(stored=0)
+        if not self._index_ready:
+            self.ensure_index()
+        operations: list[dict[str, Any]] = []
+        for document in documents:
+            operations.append({"create": {"_index": self.settings.index, "_id": document.doc_id}})
+            operations.append(document.source)
+        try:
+            answer = self._client.bulk(operations=operations)
+        except AuthenticationException as error:
+            raise SinkError("Elasticsearch refused the credentials (401)") from error
+        except ApiError as error:
+            raise SinkError(f"Elasticsearch bulk: {error.meta.status} {error.message}") from error
+        except TransportError as error:
+            raise SinkUnavailable(f"Elasticsearch unreachable: {type(error).__name__}") from error
+        return self._report(answer.body.get("items", []))
+
+    def _report(self, items: Sequence[dict[str, Any]]) -> DeliveryReport:
+        stored = already = 0
+        rejected: list[str] = []
+        for entry in items:
+            item = entry.get("create", {})
+            status = item.get("status", 0)
+            if status in (200, 201):
+                stored += 1
+            elif status == 409:
+                already += 1
+            elif status == 429 or status >= 500:
+                raise SinkError(f"Elasticsearch is overloaded: {item_error_line(item)}")
+            else:
+                rejected.append(item_error_line(item))
+        return DeliveryReport(stored=stored, already_stored=already, rejected=tuple(rejected))
+
+    def close(self) -> None:
+        self._client.close()

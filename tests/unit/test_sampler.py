@@ -1,0 +1,143 @@
+"""The sampler against a fake Kafka that implements the same small interface (pure logic)."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from lag_exporter.errors import SourceError
+from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.sampler import Sampler
+
+TP = TopicPartition
+
+
+class FakeKafka:
+    cluster = "fake"
+
+    def __init__(self) -> None:
+        self.committed: dict[str, GroupOffsets | SourceError] = {}
+        self.members: dict[str, tuple[str, frozenset[TopicPartition]] | SourceError] = {}
+        self.topics: dict[str, list[int] | SourceError] = {}
+        self.watermarks: dict[TopicPartition, int | SourceError] = {}
+        self.calls: list[str] = []
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
+        self.calls.append("offsets")
+        return {g: self.committed.get(g, GroupOffsets(g, {})) for g in groups}
+
+    def group_members(
+        self, groups: Sequence[str]
+    ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        self.calls.append("describe")
+        return {g: self.members.get(g, ("EMPTY", frozenset())) for g in groups}
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
+        return {t: self.topics[t] for t in topics}
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | SourceError]:
+        self.calls.append(f"watermarks:{len(partitions)}")
+        return {tp: self.watermarks.get(tp, 0) for tp in partitions}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lag_of_committed_and_assigned_partitions() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 10})
+    kafka.members["g"] = ("STABLE", frozenset({TP("t", 0), TP("t", 1)}))
+    kafka.watermarks = {TP("t", 0): 15, TP("t", 1): 4}
+    sample = Sampler(kafka, ["g"]).sample(datetime(2026, 1, 1, tzinfo=UTC))
+    group = sample.groups[0]
+    assert group.state == "STABLE"
+    assert [(p.partition, p.committed_offset, p.high_watermark, p.lag)
+            for p in group.partitions] == [(0, 10, 15, 5), (1, None, 4, None)]
+
+
+def test_all_high_watermarks_in_one_batched_call_for_all_groups() -> None:
+    kafka = FakeKafka()
+    for group in ("a", "b", "c"):
+        kafka.committed[group] = GroupOffsets(group, {TP("t", n): 0 for n in range(4)})
+    Sampler(kafka, ["a", "b", "c"]).sample()
+    assert [c for c in kafka.calls if c.startswith("watermarks")] == ["watermarks:4"]
+
+
+def test_explicit_topic_adds_partitions_without_commit_and_filters_others() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 1, TP("other", 0): 1})
+    kafka.topics["t"] = [0, 1, 2]
+    sample = Sampler(kafka, ["g"], topics=["t"]).sample()
+    assert [(p.topic, p.partition) for p in sample.groups[0].partitions] == [
+        ("t", 0), ("t", 1), ("t", 2)]
+
+
+def test_one_failing_group_keeps_the_others() -> None:
+    kafka = FakeKafka()
+    kafka.committed["good"] = GroupOffsets("good", {TP("t", 0): 1})
+    kafka.committed["bad"] = SourceError("coordinator not available")
+    kafka.watermarks = {TP("t", 0): 3}
+    groups = {g.group: g for g in Sampler(kafka, ["good", "bad"]).sample().groups}
+    assert groups["bad"].error == "coordinator not available"
+    assert groups["good"].error is None and groups["good"].partitions[0].lag == 2
+
+
+def test_group_without_commits_or_members_that_kafka_calls_dead_does_not_exist() -> None:
+    kafka = FakeKafka()
+    kafka.members["ghost"] = ("DEAD", frozenset())
+    group = Sampler(kafka, ["ghost"]).sample().groups[0]
+    assert group.error == "consumer group 'ghost' does not exist"
+
+
+def test_memberless_group_with_commits_is_still_reported() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 1})
+    kafka.members["g"] = ("EMPTY", frozenset())
+    kafka.watermarks = {TP("t", 0): 9}
+    group = Sampler(kafka, ["g"]).sample().groups[0]
+    assert group.error is None and group.partitions[0].lag == 8
+
+
+def test_commit_beyond_watermark_warns_once() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 50})
+    kafka.watermarks = {TP("t", 0): 40}
+    sampler = Sampler(kafka, ["g"])
+    first, second = sampler.sample(), sampler.sample()
+    assert first.groups[0].partitions[0].lag == 0
+    assert len(first.warnings) == 1 and "beyond the high watermark" in first.warnings[0]
+    assert second.warnings == ()
+
+
+def test_unreadable_watermark_gives_no_lag_and_a_warning() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("gone", 0): 5})
+    kafka.watermarks = {TP("gone", 0): SourceError("Broker: Unknown topic or partition")}
+    sample = Sampler(kafka, ["g"]).sample()
+    assert sample.groups[0].partitions[0].lag is None
+    assert "no end offset for gone/0" in sample.warnings[0]
+
+
+def test_group_descriptions_refresh_on_the_slow_schedule_only() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    sampler = Sampler(kafka, ["g"], metadata_refresh_s=30, clock=clock)
+    for second in range(61):
+        clock.now = float(second)
+        sampler.sample()
+    assert kafka.calls.count("describe") == 3
+    assert kafka.calls.count("offsets") == 61
+
+
+def test_failed_description_is_retried_next_tick() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    kafka.members["g"] = SourceError("timed out")
+    sampler = Sampler(kafka, ["g"], metadata_refresh_s=30, clock=clock)
+    sampler.sample()
+    clock.now = 1.0
+    sampler.sample()
+    assert kafka.calls.count("describe") == 2
