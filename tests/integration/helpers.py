@@ -1,0 +1,101 @@
+"""Small helpers the integration tests share: make topics and groups, run the real tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class StackLike(Protocol):
+    source_bootstrap: str
+
+    def run_tool(self, name: str, *args: str) -> subprocess.CompletedProcess[str]: ...
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30)
+    futures[topic].result(timeout=60)
+
+
+def produce(bootstrap: str, topic: str, counts: Mapping[int, int]) -> None:
+    """counts[partition] records into each partition."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for partition, count in counts.items():
+        for n in range(count):
+            producer.produce(topic, value=f"record {n}".encode(), partition=partition)
+    assert producer.flush(30) == 0
+
+
+def commit(bootstrap: str, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Commit offsets for a group that has no active member (as a stopped MirrorMaker)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def run_exporter(*args: str, env: Mapping[str, str] | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "lag_exporter", *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, check=False)
+
+
+@dataclass(frozen=True, order=True)
+class DescribeRow:
+    group: str
+    topic: str
+    partition: int
+    current_offset: int | None
+    log_end_offset: int | None
+    lag: int | None
+
+
+def _number(cell: str) -> int | None:
+    return None if cell == "-" else int(cell)
+
+
+def describe_group(stack: StackLike, group: str, *extra: str) -> list[DescribeRow]:
+    """`kafka-consumer-groups --describe` (the real tool), parsed."""
+    done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", stack.source_bootstrap,
+                          "--describe", "--group", group, *extra)
+    assert done.returncode == 0, done.stderr
+    assert "Error:" not in done.stdout, done.stdout
+    rows = []
+    for line in done.stdout.splitlines():
+        cells = line.split()
+        if len(cells) >= 6 and cells[0] == group:
+            rows.append(DescribeRow(cells[0], cells[1], int(cells[2]), _number(cells[3]),
+                                    _number(cells[4]), _number(cells[5])))
+    return rows
+
+
+def parse_table(text: str) -> list[DescribeRow]:
+    """lag-exporter snapshot's table, parsed the same way."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        cells = line.split()
+        rows.append(DescribeRow(cells[0], cells[1], int(cells[2]), _number(cells[3]),
+                                _number(cells[4]), _number(cells[5])))
+    return rows
+
+
+def lags_by_partition(rows: Iterable[DescribeRow]) -> dict[tuple[str, int], int | None]:
+    return {(row.topic, row.partition): row.lag for row in rows}
+
+
+def documents_by_topic(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
+    import json
+
+    return {doc["topic"]: doc for doc in map(json.loads, lines)}
