@@ -264,20 +264,41 @@ def running(component: str) -> bool:
     return marker_of(pid) == f"{component}@{STATE}"
 
 
+# A throw-away Python parent starts the daemon and exits, so the daemon is re-parented to init:
+# callers (pytest) keep no Popen objects (no ResourceWarning) and no zombies.
+_LAUNCHER = """
+import json, subprocess, sys
+a = json.loads(sys.argv[1])
+with open(a["log"], "ab") as out:
+    p = subprocess.Popen(a["cmd"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                         cwd=a["cwd"], start_new_session=True, user=a["user"], group=a["user"])
+print(p.pid)
+"""
+
+
 def spawn(component: str, cmd: Sequence[str], env: dict[str, str] | None = None,
-          user: str | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+          user: str | None = None, cwd: Path | None = None) -> int:
     """Start a daemon in its own session, output appended to its log, pid recorded."""
     LOGS.mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {}), MARKER_ENV: f"{component}@{STATE}"}
     with log_file(component).open("ab") as out:
         out.write(f"\n===== {time.strftime('%F %T')} starting {component}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=full_env, cwd=cwd or STATE, start_new_session=True,
-                                user=user, group=user)
-    pid_file(component).write_text(str(proc.pid))
-    return proc
+    spec = {"cmd": list(cmd), "log": str(log_file(component)), "cwd": str(cwd or STATE),
+            "user": user}
+    full_env = {**os.environ, **(env or {}), MARKER_ENV: f"{component}@{STATE}"}
+    launched = subprocess.run([sys.executable, "-c", _LAUNCHER, json.dumps(spec)], env=full_env,
+                              capture_output=True, text=True, check=True)
+    pid = int(launched.stdout)
+    pid_file(component).write_text(str(pid))
+    return pid
+
+
+def run_logged(name: str, cmd: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start a one-off helper (the caller waits for it), output to .stack/logs/<name>.log."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with log_file(name).open("ab") as out:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=STATE)
 
 
 def stop(component: str, timeout: float = 60.0) -> None:
@@ -428,7 +449,7 @@ def format_kafka(k: Kafka) -> subprocess.Popen[bytes] | None:
         args += ["--add-scram", f"{SASL_MECHANISM}=[name={SASL_USERNAME},password={SASL_PASSWORD}]"]
     log(f"formatting {k.name} storage")
     cmd = kafka_java("kafka4", ["-Xmx256m"], "kafka.tools.StorageTool", *args)
-    return spawn(f"{k.name}-format", cmd)
+    return run_logged(f"{k.name}-format", cmd)
 
 
 def start_kafka(k: Kafka) -> Callable[[], None]:
@@ -626,7 +647,7 @@ def select(components: Sequence[str]) -> list[str]:
     return [c for c in COMPONENTS if not components or c in components]
 
 
-def up(components: Sequence[str] = ()) -> dict[str, object]:
+def up(components: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     """Start the named components (all if none) unless running; wait until ready."""
     todo = [c for c in select(components) if not running(c)]
     for c in todo:
@@ -671,7 +692,7 @@ def down(components: Sequence[str] = (), wipe: bool = False) -> None:
             shutil.rmtree(data_dir(c), ignore_errors=True)
 
 
-def addresses() -> dict[str, object]:
+def addresses() -> dict[str, dict[str, str]]:
     src, tgt = KAFKAS["kafka-source"], KAFKAS["kafka-target"]
     es, es_auth = ELASTICS["elasticsearch"], ELASTICS["elasticsearch-auth"]
     return {
@@ -689,7 +710,7 @@ def addresses() -> dict[str, object]:
     }
 
 
-def write_addresses() -> dict[str, object]:
+def write_addresses() -> dict[str, dict[str, str]]:
     data = addresses()
     write(ADDRESSES, json.dumps(data, indent=2) + "\n")
     return data
@@ -734,6 +755,56 @@ def run_tool(name: str, args: Sequence[str], input: str | None = None,
     """Run a Kafka CLI tool; output captured as text, never raises on a non-zero exit."""
     return subprocess.run(tool_command(name, args), input=input, capture_output=True, text=True,
                           timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- handle for tests and benchmarks
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Addresses and credentials of the running stack, plus control of its components."""
+
+    source_bootstrap: str
+    source_sasl_bootstrap: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str
+    sasl_properties: str
+    target_bootstrap: str
+    es_url: str
+    es_auth_url: str
+    es_auth_username: str
+    es_auth_password: str
+    mm1_group: str
+    mm2_offsets_topic: str
+
+    def run_tool(self, name: str, *args: str, input: str | None = None,
+                 timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a Kafka CLI tool (e.g. "kafka-consumer-groups"); never raises on exit codes."""
+        return run_tool(name, args, input=input, timeout=timeout)
+
+    def stop(self, component: str) -> None:
+        """Stop one component (e.g. "elasticsearch", "kafka-source"); its data is kept."""
+        stop(component)
+
+    def start(self, component: str) -> None:
+        """Start one component again and wait until it is ready."""
+        up([component])
+
+
+def ensure_up() -> Stack:
+    """Start whatever is not running (all components) and return the handle."""
+    data = up()
+    src, es_auth = data["source"], data["elasticsearch_auth"]
+    return Stack(
+        source_bootstrap=src["bootstrap"], source_sasl_bootstrap=src["sasl_bootstrap"],
+        sasl_mechanism=src["sasl_mechanism"], sasl_username=src["sasl_username"],
+        sasl_password=src["sasl_password"], sasl_properties=src["sasl_properties"],
+        target_bootstrap=data["target"]["bootstrap"], es_url=data["elasticsearch"]["url"],
+        es_auth_url=es_auth["url"], es_auth_username=es_auth["username"],
+        es_auth_password=es_auth["password"], mm1_group=data["mm1"]["group"],
+        mm2_offsets_topic=data["mm2"]["offsets_topic"],
+    )
 
 
 # ---------------------------------------------------------------- command line

@@ -1,0 +1,1 @@
+"""Local service stack (stack/stackctl.py), a package so tests can import it."""
