@@ -1,0 +1,35 @@
+"""Fixtures for tests against the real local stack (scripts/stack, stack/stackctl.py).
+
+The `stack` fixture starts whatever is not running and fails (never skips) when it cannot.
+It leaves the stack running at the end of the session: scripts and CI tear it down.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from stack import stackctl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack() -> stackctl.Stack:
+    """Handle with addresses, credentials, run_tool(name, *args), stop(c) and start(c)."""
+    try:
+        return stackctl.ensure_up()
+    except (stackctl.StackError, OSError, subprocess.SubprocessError) as err:
+        pytest.fail(f"could not start the local stack (scripts/stack up): {err}", pytrace=False)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh lowercase name, valid in topic, group and index names."""
+    return f"t{uuid.uuid4().hex[:10]}"
