@@ -56,6 +56,7 @@ def describe_kafka_error(error: BaseException) -> str:
 class KafkaSource:
     def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
         self.cluster = cluster
+        self.bootstrap = client_settings.get("bootstrap.servers", "?")
         self.timeout_s = timeout_s
         self._last_client_error: str | None = None
         self._lock = threading.Lock()
@@ -168,10 +169,15 @@ class KafkaSource:
 
     def _explain(self, error: BaseException) -> str:
         reason = describe_kafka_error(error)
+        self._admin.poll(0)  # serve queued error callbacks: they say *why* a request timed out
         with self._lock:
             last = self._last_client_error
-        if last and last not in reason:
-            reason = f"{reason}; last client error: {last}"
+        if last and "_AUTHENTICATION" in last:
+            reason = f"Kafka at {self.bootstrap} refused the credentials: {last}"
+        elif "_TIMED_OUT" in reason or isinstance(error, TimeoutError):
+            reason = f"no answer from Kafka at {self.bootstrap} within {self.timeout_s:g} s"
+            if last:
+                reason += f": {last}"
         return reason
 
     def _remember_client_error(self, error: KafkaError) -> None:

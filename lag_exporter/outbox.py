@@ -91,6 +91,10 @@ class Outbox:
                 self._condition.wait(left)
             return True
 
+    @property
+    def spool_dir(self) -> Path | None:
+        return self._spool_dir
+
     def __len__(self) -> int:
         with self._condition:
             return len(self._batches)

@@ -75,6 +75,9 @@ class Sampler:
         started = self._clock()
         taken_at = taken_at or datetime.now(UTC)
         committed = self.source.committed_offsets(self.groups)
+        if all(isinstance(answer, SourceError) for answer in committed.values()):
+            # The cluster is unreachable or refuses us: asking it more would only add timeouts.
+            return self._failed_sample(taken_at, committed, started)
         membership = self._current_membership()
         warnings: list[str] = []
 
@@ -94,6 +97,13 @@ class Sampler:
         )
         return Sample(taken_at=taken_at, groups=group_lags,
                       duration_s=self._clock() - started, warnings=tuple(warnings))
+
+    def _failed_sample(
+        self, taken_at: datetime, committed: dict[str, GroupOffsets | SourceError], started: float
+    ) -> Sample:
+        groups = tuple(GroupLag(self.source.cluster, group, (), error=str(committed[group]))
+                       for group in self.groups)
+        return Sample(taken_at=taken_at, groups=groups, duration_s=self._clock() - started)
 
     def _group_lag(
         self,

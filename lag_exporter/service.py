@@ -157,12 +157,11 @@ class Watch:
         finally:
             if not self.delivery.finish(shutdown_timeout_s):
                 log.warning("stopping with %d undelivered sample(s)%s", len(self.outbox),
-                            " (kept in the spool)" if self.outbox_spooled else "")
+                            " (kept in the spool)" if self.outbox.spool_dir else "")
             self.outbox.close()
-
-    @property
-    def outbox_spooled(self) -> bool:
-        return self.outbox._spool_dir is not None
+            log.info("stopped after %d samples (%d ticks skipped, %d delivered, %d dropped)",
+                     self.samples_taken, self.ticks_skipped, self.delivery.delivered,
+                     self.outbox.dropped)
 
     def _take_sample(self) -> None:
         sample = self.sampler.sample()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,11 +11,20 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from elasticsearch import Elasticsearch
 
 
 class StackLike(Protocol):
     source_bootstrap: str
+    source_sasl_bootstrap: str
+    sasl_properties: str
+    sasl_password: str
+    es_url: str
+    es_auth_url: str
+    es_auth_username: str
+    es_auth_password: str
 
     def run_tool(self, name: str, *args: str) -> subprocess.CompletedProcess[str]: ...
 
@@ -96,6 +106,24 @@ def lags_by_partition(rows: Iterable[DescribeRow]) -> dict[tuple[str, int], int 
 
 
 def documents_by_topic(lines: Sequence[str]) -> dict[str, dict[str, Any]]:
-    import json
-
     return {doc["topic"]: doc for doc in map(json.loads, lines)}
+
+
+def search_all(es_url: str, index: str) -> list[dict[str, Any]]:
+    """Every document of an index, oldest first (after a refresh)."""
+    client = Elasticsearch(es_url)
+    try:
+        client.indices.refresh(index=index)
+        answer = client.search(index=index, size=10_000, sort=["@timestamp", "topic"],
+                               query={"match_all": {}})
+        return [hit["_source"] | {"_id": hit["_id"]} for hit in answer["hits"]["hits"]]
+    finally:
+        client.close()
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's error contract: exactly one line on stderr, no traceback."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1, done.stderr
+    return lines[0]

@@ -1,0 +1,138 @@
+"""`lag-exporter snapshot` driven as a real subprocess against the real stack."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+from helpers import (
+    StackLike,
+    commit,
+    create_topic,
+    one_line_error,
+    produce,
+    run_exporter,
+    search_all,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lagging_group(stack: StackLike, unique_name: str) -> tuple[str, str]:
+    topic, group = f"snap.{unique_name}", f"snap-group-{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 3)
+    produce(stack.source_bootstrap, topic, {0: 10, 1: 20, 2: 30})
+    commit(stack.source_bootstrap, group, {(topic, 0): 10, (topic, 1): 5})
+    return topic, group
+
+
+def test_unknown_group_is_one_line_and_exit_1(stack: StackLike, unique_name: str) -> None:
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", f"missing-{unique_name}")
+    assert done.returncode == 1
+    assert one_line_error(done) == (
+        f"lag-exporter: error: consumer group 'missing-{unique_name}' does not exist")
+
+
+def test_unreachable_cluster_fails_within_the_timeout() -> None:
+    started = time.monotonic()
+    done = run_exporter("snapshot", "--bootstrap-server", "127.0.0.1:1", "--group", "g",
+                        "--timeout", "3")
+    assert done.returncode == 1
+    assert time.monotonic() - started < 10
+    line = one_line_error(done)
+    assert "no answer from Kafka at 127.0.0.1:1 within 3 s" in line
+    assert "Connection refused" in line
+
+
+def test_sasl_login_through_a_java_properties_file(
+    stack: StackLike, lagging_group: tuple[str, str]
+) -> None:
+    _, group = lagging_group
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_sasl_bootstrap,
+                        "--command-config", stack.sasl_properties, "--group", group)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[-1] for line in done.stdout.splitlines()[1:]] == ["0", "15"]
+
+
+def test_wrong_sasl_password_is_refused_without_leaking_it(
+    stack: StackLike, lagging_group: tuple[str, str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "consumer.properties"
+    wrong.write_text(Path(stack.sasl_properties).read_text().replace(
+        stack.sasl_password, "not-the-password-42"))
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_sasl_bootstrap,
+                        "--command-config", str(wrong), "--group", lagging_group[1],
+                        "--timeout", "5")
+    assert done.returncode == 1
+    line = one_line_error(done)
+    assert "refused the credentials" in line and "Authentication failed" in line, line
+    assert "not-the-password-42" not in done.stderr + done.stdout
+
+
+def test_snapshot_writes_one_document_per_topic_to_elasticsearch(
+    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+) -> None:
+    topic, group = lagging_group
+    index = f"lag-{unique_name}"
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", group, "--es-url", stack.es_url, "--es-index", index)
+    assert done.returncode == 0, done.stderr
+    (document,) = search_all(stack.es_url, index)
+    assert document["topic"] == topic and document["group"] == group
+    assert (document["p0"], document["p1"]) == (0, 15)
+    assert "p2" not in document  # no commit: no lag, not 0
+    assert document["lag_total"] == 15 and document["lag_max"] == 15
+    mapping = Elasticsearch(stack.es_url).indices.get_mapping(index=index)[index]["mappings"]
+    assert mapping["properties"]["p1"]["type"] == "long"
+    assert mapping["properties"]["topic"]["type"] == "keyword"
+
+
+def test_old_pipeline_mapping_is_left_alone_with_one_warning(
+    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+) -> None:
+    index = f"old-{unique_name}"
+    client = Elasticsearch(stack.es_url)
+    client.indices.create(index=index, mappings={"properties": {
+        "@timestamp": {"type": "date"}, "topic": {"type": "text"},
+        **{f"p{n}": {"type": "integer"} for n in range(18)}}})
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", lagging_group[1], "--es-url", stack.es_url,
+                        "--es-index", index)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "old mapping" in line]
+    assert len(warnings) == 2, done.stderr
+    assert "'topic' is text" in warnings[0] and "2^31-1" in warnings[1]
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["topic"]["type"] == "text"  # left alone
+
+
+def test_elasticsearch_credentials_come_from_the_environment(
+    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+) -> None:
+    index = f"auth-{unique_name}"
+    args = ("snapshot", "--bootstrap-server", stack.source_bootstrap, "--group",
+            lagging_group[1], "--es-url", stack.es_auth_url, "--es-index", index,
+            "--es-username", stack.es_auth_username)
+    refused = run_exporter(*args, env={"LAG_EXPORTER_ES_PASSWORD": "wrong-es-pass-7"})
+    assert refused.returncode == 1
+    assert "refused the credentials" in one_line_error(refused)
+    assert "wrong-es-pass-7" not in refused.stderr + refused.stdout
+    accepted = run_exporter(*args, env={"LAG_EXPORTER_ES_PASSWORD": stack.es_auth_password})
+    assert accepted.returncode == 0, accepted.stderr
+    assert stack.es_auth_password not in accepted.stderr + accepted.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--interval", "0"), "--interval must be greater than 0"),
+    (("--es-url", "localhost:9200"), "malformed Elasticsearch URL"),
+    (("--es-url", "http://127.0.0.1:1", "--es-index", "Bad*Index"),
+     "invalid Elasticsearch index name"),
+])
+def test_bad_watch_options_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    done = run_exporter("watch", "--bootstrap-server", "127.0.0.1:1", "--group", "g", *args)
+    assert done.returncode == 2
+    assert message in one_line_error(done)
