@@ -330,7 +330,9 @@ def wait_until(component: str, ready: Callable[[], bool], timeout: float) -> Non
         if ready():
             return
         time.sleep(0.5)
-    raise fail(component, f"not ready after {timeout:.0f} s")
+    error = fail(component, f"not ready after {timeout:.0f} s")
+    stop(component)  # else the next `up` would take the half-started process as ready
+    raise error
 
 
 def log_contains(component: str, offset: int, needle: str) -> Callable[[], bool]:
@@ -349,6 +351,18 @@ def log_size(component: str) -> int:
 # ---------------------------------------------------------------- logging configs
 
 
+# Loggers that dump every config value at INFO on each client start: kept at WARN.
+CONFIG_DUMPERS = (
+    "org.apache.kafka.common.config.AbstractConfig",
+    "org.apache.kafka.common.utils.AppInfoParser",
+    "org.apache.kafka.clients.consumer.ConsumerConfig",
+    "org.apache.kafka.clients.producer.ProducerConfig",
+    "org.apache.kafka.clients.admin.AdminClientConfig",
+    "kafka.server.KafkaConfig",
+    "org.apache.kafka.connect.runtime.isolation",
+)
+
+
 def log4j2_config(name: str, level: str, quiet_level: str) -> Path:
     """Properties-format log4j2 config (avoids needing the YAML parser)."""
     return write(STATE / "conf" / f"log4j2-{name}.properties", f"""\
@@ -360,13 +374,10 @@ appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c{{1}})%n
 rootLogger.level = {level}
 rootLogger.appenderRef.out.ref = OUT
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = {quiet_level}
-logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
-logger.appinfo.level = {quiet_level}
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
-""")
+""" + "".join(f"logger.q{i}.name = {name}\nlogger.q{i}.level = {quiet_level}\n"
+              for i, name in enumerate(CONFIG_DUMPERS)))
 
 
 def reload4j_config() -> Path:
@@ -376,9 +387,7 @@ log4j.rootLogger=INFO, out
 log4j.appender.out=org.apache.log4j.ConsoleAppender
 log4j.appender.out.layout=org.apache.log4j.PatternLayout
 log4j.appender.out.layout.ConversionPattern=[%d] %p %m (%c{1})%n
-log4j.logger.org.apache.kafka.common.config.AbstractConfig=WARN
-log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
-""")
+""" + "".join(f"log4j.logger.{name}=WARN\n" for name in CONFIG_DUMPERS))
 
 
 def kafka_java(flavour: str, heap: Sequence[str], main: str, *args: str) -> list[str]:
@@ -515,6 +524,8 @@ refresh.topics.interval.seconds=2
 refresh.groups.interval.seconds=5
 offset.flush.interval.ms=1000
 sync.topic.configs.interval.seconds=10
+# the Connect worker skips its class-path plugin scan (MirrorMaker still logs one warning)
+plugin.discovery=service_load
 """
 
 
