@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 from elasticsearch import Elasticsearch
 
@@ -127,3 +132,76 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in done.stderr, done.stderr
     assert len(lines) == 1, done.stderr
     return lines[0]
+
+
+class ExporterProcess:
+    """`lag-exporter watch` as a real background process, stopped with a real signal."""
+
+    def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lag_exporter", "watch", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.stdout = ""
+        self.stderr = ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
+        """Send sig; return (exit code, seconds it took to exit)."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        self.stdout, self.stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.stdout, self.stderr = self.process.communicate(timeout=10)
+
+    def samples_taken(self) -> int:
+        """From the exporter's closing log line."""
+        match = re.search(r"stopped after (\d+) samples", self.stderr)
+        assert match, self.stderr
+        return int(match.group(1))
+
+
+def offsets_now(bootstrap: str, group: str, topic: str, partitions: int
+                ) -> tuple[dict[int, int], dict[int, int]]:
+    """(high watermarks, committed offsets) of one topic, read straight from Kafka."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p)
+                                                    for p in range(partitions)])]
+    answer = admin.list_consumer_group_offsets(request)[group].result(timeout=30)
+    committed = {tp.partition: tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+    latest = {TopicPartition(topic, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+              for p in range(partitions)}
+    watermarks = {tp.partition: future.result(timeout=30).offset
+                  for tp, future in admin.list_offsets(latest).items()}
+    return watermarks, committed
+
+
+class SteadyProducer:
+    """Produces `rate` records per second round-robin over the partitions, in a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, rate: int) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+        self._topic, self._partitions, self._rate = topic, partitions, rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def __enter__(self) -> SteadyProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._producer.flush(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for _ in range(self._rate // 10):
+                self._producer.produce(self._topic, b"x", partition=self.sent % self._partitions)
+                self.sent += 1
+            self._producer.poll(0)
