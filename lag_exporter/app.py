@@ -62,10 +62,12 @@ def make_watch(
     interval_s: float,
     timeout_s: float,
     spool_dir: Path | None,
+    summary_every_s: float = 10.0,
 ) -> Watch:
     sink = make_sink(elasticsearch)
     outbox = Outbox(spool_dir if elasticsearch is not None else None)
-    return Watch(make_sampler(kafka, groups, topics, timeout_s), outbox, sink, interval_s)
+    return Watch(make_sampler(kafka, groups, topics, timeout_s), outbox, sink, interval_s,
+                 summary_every_s)
 
 
 def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> DeliveryReport:

@@ -153,6 +153,8 @@ def snapshot(
 @elasticsearch_options
 @click.option("--interval", "interval_s", envvar=f"{ENV}INTERVAL", default=1.0,
               show_default=True, type=float, help="Seconds between samples.")
+@click.option("--summary-interval", "summary_s", envvar=f"{ENV}SUMMARY_INTERVAL", default=10.0,
+              show_default=True, type=float, help="Seconds between one-line lag summaries.")
 @click.option("--spool-dir", envvar=f"{ENV}SPOOL_DIR", metavar="PATH",
               help="Where undelivered samples wait on disk "
                    "[default: $XDG_STATE_HOME/lag-exporter/spool/<index>].")
@@ -160,7 +162,7 @@ def watch(
     bootstrap_server: str | None, command_config: str | None, cluster_name: str,
     groups: tuple[str, ...], topics: tuple[str, ...], timeout_s: float,
     es_urls: tuple[str, ...], es_index: str, es_username: str | None, es_ca_file: str | None,
-    interval_s: float, spool_dir: str | None,
+    interval_s: float, summary_s: float, spool_dir: str | None,
 ) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print
     JSON lines when no --es-url is given."""
@@ -171,7 +173,7 @@ def watch(
     spool = Path(spool_dir) if spool_dir else (
         default_spool_dir(es_index) if elasticsearch else None)
     watcher = app.make_watch(kafka, groups, topics, elasticsearch, interval_s,
-                             min(timeout_s, max(interval_s * 5, 2.0)), spool)
+                             min(timeout_s, max(interval_s * 5, 2.0)), spool, summary_s)
     with stop_on_signals(watcher):
         watcher.run()
 
