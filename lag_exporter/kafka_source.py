@@ -71,6 +71,7 @@ class KafkaSource:
 
     def committed_offsets(self, groups: Iterable[str]) -> dict[str, GroupOffsets | SourceError]:
         """The committed offsets of each group: one OffsetFetch per group, all in flight at once."""
+        self._admin.poll(0)  # serve queued client callbacks (errors, statistics) once per sample
         futures = {
             group: self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout_s
