@@ -1,0 +1,265 @@
+"""Prometheus metrics and a health verdict, both computed from the samples `watch` takes.
+
+No HTTP here (see http_endpoint.py). The lag gauges are rebuilt at scrape time from the LAST
+sample only, so a group or partition that is no longer sampled has no series at all: no stale
+values, no NaN, no -1. Lag metric names and labels are kafka-lag-exporter's, so dashboards built
+for it work unchanged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from lag_exporter.model import GroupLag, Sample
+
+SAMPLE_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds. A sample normally takes milliseconds; the top buckets show ticks overrunning."""
+
+HEALTH_FLOOR_S = 3.0
+"""Shortest staleness limit, so a very short interval does not make health flap."""
+
+_GROUP = ("cluster_name", "group")
+_PARTITION = ("cluster_name", "group", "topic", "partition")
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    queued: int
+    dropped_total: int
+    failures_total: int
+
+
+@dataclass(frozen=True)
+class _State:
+    """What one scrape sees, copied under the lock so a scrape never mixes two ticks."""
+
+    sample: Sample | None
+    samples_total: int
+    duration_buckets: tuple[int, ...]
+    """Non-cumulative counts per SAMPLE_DURATION_BUCKETS bound, then one for +Inf."""
+    duration_sum: float
+    group_errors: dict[tuple[str, str], int]
+    delivery: _Delivery | None
+
+
+class LagMetrics:
+    """The exporter's Prometheus registry, fed one Sample per tick.
+
+    observe() runs on the sampling thread and only swaps a reference and bumps counters; the
+    series are built when Prometheus scrapes, from whatever sample was observed last.
+
+    The sample duration is a histogram rather than a summary: buckets aggregate across instances
+    and give quantiles through histogram_quantile(), while the Python client's Summary has no
+    quantiles at all. It is kept here, under the same lock as the rest, rather than in a
+    prometheus_client Histogram, so that one scrape sees one consistent state (its count always
+    equals lag_exporter_samples_total) and no extra `_created` series appears.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._lock = threading.Lock()
+        self._sample: Sample | None = None
+        self._samples_total = 0
+        self._duration_buckets = [0] * (len(SAMPLE_DURATION_BUCKETS) + 1)
+        self._duration_sum = 0.0
+        self._group_errors: dict[tuple[str, str], int] = {}
+        self._delivery: _Delivery | None = None
+        self.registry.register(_SampleCollector(self._state))
+
+    def observe(self, sample: Sample) -> None:
+        """Make `sample` the one scrapes report, and count it (and its failed groups)."""
+        duration = max(0.0, sample.duration_s)
+        bucket = bisect.bisect_left(SAMPLE_DURATION_BUCKETS, duration)  # first bound >= duration
+        with self._lock:
+            self._sample = sample
+            self._samples_total += 1
+            self._duration_buckets[bucket] += 1
+            self._duration_sum += duration
+            for group_lag in sample.groups:
+                key = (group_lag.cluster, group_lag.group)
+                # Start every group's counter at 0 so rate() sees its first error.
+                self._group_errors[key] = (self._group_errors.get(key, 0)
+                                           + (1 if group_lag.error else 0))
+
+    def observe_delivery(self, queued: int, dropped_total: int, failures_total: int) -> None:
+        """Record the outbox depth and the running totals the delivery side keeps.
+
+        Totals are taken as given (the caller owns them); the outbox series appear only once
+        this has been called, so an exporter without delivery does not claim an empty outbox.
+        """
+        with self._lock:
+            self._delivery = _Delivery(queued, dropped_total, failures_total)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def _state(self) -> _State:
+        with self._lock:
+            return _State(self._sample, self._samples_total, tuple(self._duration_buckets),
+                          self._duration_sum, dict(self._group_errors), self._delivery)
+
+
+class _SampleCollector:
+    """Builds the metric families from a consistent copy of LagMetrics' state."""
+
+    def __init__(self, state: Callable[[], _State]) -> None:
+        self._get_state = state
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._get_state()
+        yield from _lag_families(state.sample)
+        yield from _exporter_families(state)
+
+
+def _lag_families(sample: Sample | None) -> list[Metric]:
+    lag = GaugeMetricFamily("kafka_consumergroup_group_lag",
+                            "Group offset lag of a partition.", labels=_PARTITION)
+    offset = GaugeMetricFamily("kafka_consumergroup_group_offset",
+                               "Last group consumed (committed) offset of a partition.",
+                               labels=_PARTITION)
+    max_lag = GaugeMetricFamily("kafka_consumergroup_group_max_lag",
+                                "Max group offset lag.", labels=_GROUP)
+    sum_lag = GaugeMetricFamily("kafka_consumergroup_group_sum_lag",
+                                "Sum of group offset lag.", labels=_GROUP)
+    topic_sum_lag = GaugeMetricFamily("kafka_consumergroup_group_topic_sum_lag",
+                                      "Sum of group offset lag across topic partitions.",
+                                      labels=(*_GROUP, "topic"))
+    latest = GaugeMetricFamily("kafka_partition_latest_offset",
+                               "Latest offset (high watermark) of a partition.",
+                               labels=("cluster_name", "topic", "partition"))
+    watermarks: dict[tuple[str, str, int], int] = {}
+    for group_lag in sample.groups if sample else ():
+        if group_lag.error:
+            continue  # no lag series at all rather than zeros
+        cluster, group = group_lag.cluster, group_lag.group
+        topic_lags: dict[str, list[int]] = {}
+        for p in group_lag.partitions:
+            labels = (cluster, group, p.topic, str(p.partition))
+            if p.lag is not None:
+                lag.add_metric(labels, p.lag)
+                topic_lags.setdefault(p.topic, []).append(p.lag)
+            if p.committed_offset is not None:
+                offset.add_metric(labels, p.committed_offset)
+            if p.high_watermark is not None:
+                key = (cluster, p.topic, p.partition)
+                # Groups read watermarks moments apart; the highest is the latest.
+                watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
+        for topic, lags in topic_lags.items():
+            topic_sum_lag.add_metric((cluster, group, topic), sum(lags))
+        every_lag = [value for lags in topic_lags.values() for value in lags]
+        if every_lag:
+            max_lag.add_metric((cluster, group), max(every_lag))
+            sum_lag.add_metric((cluster, group), sum(every_lag))
+    for (cluster, topic, partition), watermark in sorted(watermarks.items()):
+        latest.add_metric((cluster, topic, str(partition)), watermark)
+    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest]
+
+
+def _exporter_families(state: _State) -> list[Metric]:
+    samples = CounterMetricFamily("lag_exporter_samples", "Samples taken.",
+                                  value=state.samples_total)
+    errors = CounterMetricFamily("lag_exporter_group_errors",
+                                 "Ticks in which a group could not be sampled.", labels=_GROUP)
+    for (cluster, group), count in sorted(state.group_errors.items()):
+        errors.add_metric((cluster, group), count)
+    up = GaugeMetricFamily("lag_exporter_group_up",
+                           "1 if the group was sampled in the last tick, 0 if it failed.",
+                           labels=_GROUP)
+    cumulative, running = [], 0
+    for bound, count in zip((*map(repr, SAMPLE_DURATION_BUCKETS), "+Inf"),
+                            state.duration_buckets, strict=True):
+        running += count
+        cumulative.append((bound, running))
+    duration = HistogramMetricFamily("lag_exporter_sample_duration_seconds",
+                                     "Time one sample (all clusters and groups) took.",
+                                     buckets=cumulative, sum_value=state.duration_sum)
+    families: list[Metric] = [duration, samples, errors, up]
+    if state.sample is not None:
+        for group_lag in state.sample.groups:
+            up.add_metric((group_lag.cluster, group_lag.group), 0 if group_lag.error else 1)
+        taken_at = state.sample.taken_at
+        if taken_at.tzinfo is None:
+            taken_at = taken_at.replace(tzinfo=UTC)  # the model says naive means UTC
+        families.append(GaugeMetricFamily(
+            "lag_exporter_last_sample_timestamp_seconds",
+            "Unix time at which the last sample started.", value=taken_at.timestamp()))
+    if state.delivery is not None:
+        families += [
+            GaugeMetricFamily("lag_exporter_outbox_queued",
+                              "Samples waiting in the outbox for delivery.",
+                              value=state.delivery.queued),
+            CounterMetricFamily("lag_exporter_outbox_dropped",
+                                "Undelivered samples dropped because the outbox was full.",
+                                value=state.delivery.dropped_total),
+            CounterMetricFamily("lag_exporter_delivery_failures",
+                                "Failed delivery attempts.",
+                                value=state.delivery.failures_total),
+        ]
+    return families
+
+
+def _group_failures(groups: Iterable[GroupLag], limit: int = 3) -> str:
+    failed = [g for g in groups if g.error]
+    text = "; ".join(f"cluster {g.cluster} group {g.group}: {g.error}" for g in failed[:limit])
+    if len(failed) > limit:
+        text += f"; and {len(failed) - limit} more failing group(s)"
+    return text
+
+
+class Health:
+    """Healthy while the last successful sample is recent.
+
+    A sample succeeds when no group in it has an error (a sample with no groups succeeds too).
+    "Recent" means at most max(3 x interval, 3 s) ago on `clock`, so one or two failed or late
+    ticks do not flip the verdict, but a group failing for three intervals, or sampling
+    stalling, does. Before the first sample, and after only failed ones, it is unhealthy.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit_s = max(3 * interval_s, HEALTH_FLOOR_S)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: Sample | None = None
+        self._last_at = 0.0
+        self._last_success_at: float | None = None
+
+    def observe(self, sample: Sample) -> None:
+        now = self._clock()
+        with self._lock:
+            self._last = sample
+            self._last_at = now
+            if not any(g.error for g in sample.groups):
+                self._last_success_at = now
+
+    def status(self) -> tuple[bool, str]:
+        """(healthy, "ok") or (False, what is wrong, in one line)."""
+        with self._lock:
+            last, last_at, success_at = self._last, self._last_at, self._last_success_at
+        if last is None:
+            return False, "no sample yet"
+        now = self._clock()
+        failures = _group_failures(last.groups)
+        if success_at is None:
+            return False, f"no successful sample yet: {failures}"
+        age = now - success_at
+        if age <= self.limit_s:
+            return True, "ok"
+        if failures:
+            return False, (f"no successful sample for {age:.1f} s (limit {self.limit_s:.1f} s): "
+                           f"{failures}")
+        return False, (f"no sample for {now - last_at:.1f} s (limit {self.limit_s:.1f} s): "
+                       "sampling has stalled")

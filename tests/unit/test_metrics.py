@@ -1,0 +1,345 @@
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lag_exporter.metrics import Health, LagMetrics
+from lag_exporter.model import GroupLag, PartitionLag, Sample
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def sample(*groups: GroupLag, duration_s: float = 0.02, taken_at: datetime = T0) -> Sample:
+    return Sample(taken_at=taken_at, groups=groups, duration_s=duration_s)
+
+
+def group(name: str, *partitions: PartitionLag, cluster: str = "default",
+          error: str | None = None) -> GroupLag:
+    return GroupLag(cluster=cluster, group=name, partitions=partitions, error=error)
+
+
+def part(topic: str, partition: int, committed: int | None, hwm: int | None) -> PartitionLag:
+    lag = None if committed is None or hwm is None else max(0, hwm - committed)
+    return PartitionLag(topic, partition, committed, hwm, lag)
+
+
+def series(metrics: LagMetrics) -> Series:
+    out: Series = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+def named(all_series: Series, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: value for (n, labels), value in all_series.items() if n == name}
+
+
+def labels(**kv: str) -> frozenset[tuple[str, str]]:
+    return frozenset(kv.items())
+
+
+def lp(group: str, topic: str, partition: int, cluster: str = "default") -> frozenset[
+        tuple[str, str]]:
+    return labels(cluster_name=cluster, group=group, topic=topic, partition=str(partition))
+
+
+def test_lag_offset_and_aggregates_use_kafka_lag_exporter_names() -> None:
+    m = LagMetrics()
+    m.observe(sample(
+        group("g1", part("a", 0, 10, 15), part("a", 1, 20, 20), part("b", 0, 0, 7)),
+        group("g2", part("a", 0, 12, 15), cluster="other"),
+    ))
+    s = series(m)
+    assert named(s, "kafka_consumergroup_group_lag") == {
+        lp("g1", "a", 0): 5, lp("g1", "a", 1): 0, lp("g1", "b", 0): 7,
+        lp("g2", "a", 0, "other"): 3,
+    }
+    assert named(s, "kafka_consumergroup_group_offset") == {
+        lp("g1", "a", 0): 10, lp("g1", "a", 1): 20, lp("g1", "b", 0): 0,
+        lp("g2", "a", 0, "other"): 12,
+    }
+    assert named(s, "kafka_consumergroup_group_max_lag") == {
+        labels(cluster_name="default", group="g1"): 7,
+        labels(cluster_name="other", group="g2"): 3,
+    }
+    assert named(s, "kafka_consumergroup_group_sum_lag") == {
+        labels(cluster_name="default", group="g1"): 12,
+        labels(cluster_name="other", group="g2"): 3,
+    }
+    assert named(s, "kafka_consumergroup_group_topic_sum_lag") == {
+        labels(cluster_name="default", group="g1", topic="a"): 5,
+        labels(cluster_name="default", group="g1", topic="b"): 7,
+        labels(cluster_name="other", group="g2", topic="a"): 3,
+    }
+    assert named(s, "kafka_partition_latest_offset") == {
+        labels(cluster_name="default", topic="a", partition="0"): 15,
+        labels(cluster_name="default", topic="a", partition="1"): 20,
+        labels(cluster_name="default", topic="b", partition="0"): 7,
+        labels(cluster_name="other", topic="a", partition="0"): 15,
+    }
+
+
+def test_latest_offset_is_one_series_per_partition_across_groups() -> None:
+    m = LagMetrics()
+    # the second group read the watermark a moment later
+    m.observe(sample(group("g1", part("t", 0, 1, 100)), group("g2", part("t", 0, 2, 101))))
+    assert named(series(m), "kafka_partition_latest_offset") == {
+        labels(cluster_name="default", topic="t", partition="0"): 101,
+    }
+
+
+def test_unknown_lag_has_no_series_and_no_zero() -> None:
+    m = LagMetrics()
+    m.observe(sample(
+        group("g", part("t", 0, None, 50), part("t", 1, 5, None), part("u", 0, None, 9)),
+    ))
+    s = series(m)
+    assert named(s, "kafka_consumergroup_group_lag") == {}
+    assert named(s, "kafka_consumergroup_group_offset") == {lp("g", "t", 1): 5}
+    assert named(s, "kafka_consumergroup_group_max_lag") == {}
+    assert named(s, "kafka_consumergroup_group_sum_lag") == {}
+    assert named(s, "kafka_consumergroup_group_topic_sum_lag") == {}
+    assert named(s, "kafka_partition_latest_offset") == {
+        labels(cluster_name="default", topic="t", partition="0"): 50,
+        labels(cluster_name="default", topic="u", partition="0"): 9,
+    }
+    text = m.render().decode()
+    assert "NaN" not in text
+    assert " -1" not in text
+
+
+def test_topic_sum_only_for_topics_with_a_known_lag() -> None:
+    m = LagMetrics()
+    m.observe(sample(group("g", part("known", 0, 1, 4), part("unknown", 0, None, 4))))
+    assert named(series(m), "kafka_consumergroup_group_topic_sum_lag") == {
+        labels(cluster_name="default", group="g", topic="known"): 3,
+    }
+
+
+def test_series_of_vanished_partitions_and_groups_disappear() -> None:
+    m = LagMetrics()
+    m.observe(sample(group("g1", part("t", 0, 1, 2), part("t", 1, 1, 3)),
+                     group("g2", part("t", 0, 0, 2))))
+    assert len(named(series(m), "kafka_consumergroup_group_lag")) == 3
+    m.observe(sample(group("g1", part("t", 0, 2, 2))))
+    s = series(m)
+    assert named(s, "kafka_consumergroup_group_lag") == {lp("g1", "t", 0): 0}
+    assert named(s, "kafka_consumergroup_group_max_lag") == {
+        labels(cluster_name="default", group="g1"): 0,
+    }
+    assert named(s, "lag_exporter_group_up") == {labels(cluster_name="default", group="g1"): 1}
+    assert named(s, "kafka_partition_latest_offset") == {
+        labels(cluster_name="default", topic="t", partition="0"): 2,
+    }
+
+
+def test_failed_group_has_no_lag_series_is_down_and_counted() -> None:
+    m = LagMetrics()
+    m.observe(sample(group("ok", part("t", 0, 1, 2)), group("bad", part("t", 0, 1, 5))))
+    m.observe(sample(group("ok", part("t", 0, 1, 2)), group("bad", error="coordinator gone")))
+    m.observe(sample(group("ok", part("t", 0, 1, 2)), group("bad", error="coordinator gone")))
+    s = series(m)
+    assert named(s, "kafka_consumergroup_group_lag") == {lp("ok", "t", 0): 1}
+    assert named(s, "kafka_consumergroup_group_offset") == {lp("ok", "t", 0): 1}
+    assert labels(cluster_name="default", group="bad") not in named(
+        s, "kafka_consumergroup_group_sum_lag")
+    assert named(s, "lag_exporter_group_up") == {
+        labels(cluster_name="default", group="ok"): 1,
+        labels(cluster_name="default", group="bad"): 0,
+    }
+    assert named(s, "lag_exporter_group_errors_total") == {
+        labels(cluster_name="default", group="ok"): 0,
+        labels(cluster_name="default", group="bad"): 2,
+    }
+    assert named(s, "lag_exporter_samples_total") == {frozenset(): 3}
+    # recovery: back up, the counter keeps its count
+    m.observe(sample(group("ok", part("t", 0, 1, 2)), group("bad", part("t", 0, 4, 5))))
+    s = series(m)
+    assert named(s, "lag_exporter_group_up")[labels(cluster_name="default", group="bad")] == 1
+    assert named(s, "lag_exporter_group_errors_total")[
+        labels(cluster_name="default", group="bad")] == 2
+    assert named(s, "kafka_consumergroup_group_lag")[lp("bad", "t", 0)] == 1
+
+
+def test_metric_types() -> None:
+    m = LagMetrics()
+    m.observe(sample(group("g", part("t", 0, 1, 2))))
+    m.observe_delivery(queued=1, dropped_total=0, failures_total=0)
+    types = {f.name: f.type for f in text_string_to_metric_families(m.render().decode())}
+    assert types == {
+        "kafka_consumergroup_group_lag": "gauge",
+        "kafka_consumergroup_group_offset": "gauge",
+        "kafka_consumergroup_group_max_lag": "gauge",
+        "kafka_consumergroup_group_sum_lag": "gauge",
+        "kafka_consumergroup_group_topic_sum_lag": "gauge",
+        "kafka_partition_latest_offset": "gauge",
+        "lag_exporter_sample_duration_seconds": "histogram",
+        "lag_exporter_samples": "counter",
+        "lag_exporter_group_errors": "counter",
+        "lag_exporter_group_up": "gauge",
+        "lag_exporter_last_sample_timestamp_seconds": "gauge",
+        "lag_exporter_outbox_queued": "gauge",
+        "lag_exporter_outbox_dropped": "counter",
+        "lag_exporter_delivery_failures": "counter",
+    }
+
+
+def test_sample_duration_timestamp_and_count() -> None:
+    m = LagMetrics()
+    m.observe(sample(duration_s=0.02))
+    m.observe(sample(duration_s=3.0, taken_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)))
+    s = series(m)
+    assert s[("lag_exporter_sample_duration_seconds_count", frozenset())] == 2
+    assert s[("lag_exporter_sample_duration_seconds_sum", frozenset())] == pytest.approx(3.02)
+    assert s[("lag_exporter_sample_duration_seconds_bucket", labels(le="0.025"))] == 1
+    assert s[("lag_exporter_sample_duration_seconds_bucket", labels(le="5.0"))] == 2
+    assert s[("lag_exporter_last_sample_timestamp_seconds", frozenset())] == (
+        T0.timestamp() + 1)
+    assert s[("lag_exporter_samples_total", frozenset())] == 2
+
+
+def test_duration_buckets_are_inclusive_and_cumulative_up_to_inf() -> None:
+    m = LagMetrics()
+    for duration in (0.01, 0.0100001, 45.0, -1.0):
+        m.observe(sample(duration_s=duration))
+    buckets = named(series(m), "lag_exporter_sample_duration_seconds_bucket")
+    assert buckets[labels(le="0.01")] == 2  # 0.01 (le is inclusive) and the clamped -1
+    assert buckets[labels(le="0.025")] == 3
+    assert buckets[labels(le="30.0")] == 3
+    assert buckets[labels(le="+Inf")] == 4
+    assert list(buckets.values()) == sorted(buckets.values())
+
+
+def test_naive_taken_at_is_read_as_utc() -> None:
+    m = LagMetrics()
+    m.observe(sample(taken_at=T0.replace(tzinfo=None)))
+    assert series(m)[("lag_exporter_last_sample_timestamp_seconds", frozenset())] == (
+        T0.timestamp())
+
+
+def test_before_any_sample_only_zero_counters() -> None:
+    s = series(LagMetrics())
+    assert s[("lag_exporter_samples_total", frozenset())] == 0
+    assert s[("lag_exporter_sample_duration_seconds_count", frozenset())] == 0
+    assert named(s, "lag_exporter_last_sample_timestamp_seconds") == {}
+    assert named(s, "lag_exporter_group_up") == {}
+    assert named(s, "lag_exporter_outbox_queued") == {}
+
+
+def test_delivery_metrics() -> None:
+    m = LagMetrics()
+    m.observe_delivery(queued=4, dropped_total=2, failures_total=7)
+    m.observe_delivery(queued=3, dropped_total=2, failures_total=9)
+    s = series(m)
+    assert s[("lag_exporter_outbox_queued", frozenset())] == 3
+    assert s[("lag_exporter_outbox_dropped_total", frozenset())] == 2
+    assert s[("lag_exporter_delivery_failures_total", frozenset())] == 9
+
+
+def test_scrapes_during_observes_always_see_whole_samples() -> None:
+    m = LagMetrics()
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            s = series(m)
+            lags = named(s, "kafka_consumergroup_group_lag")
+            sums = named(s, "kafka_consumergroup_group_sum_lag")
+            if sums and sum(lags.values()) != sum(sums.values()):
+                failures.append(f"{lags} vs {sums}")
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        for n in range(2000):
+            width = 1 + n % 5
+            m.observe(sample(group("g", *(part("t", p, 0, n) for p in range(width)))))
+    finally:
+        stop.set()
+        scraper.join()
+    assert failures == []
+    assert series(m)[("lag_exporter_samples_total", frozenset())] == 2000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_health_before_first_sample() -> None:
+    assert Health(1.0, clock=FakeClock()).status() == (False, "no sample yet")
+
+
+def test_health_limit_is_three_intervals_with_a_floor() -> None:
+    assert Health(5.0).limit_s == 15.0
+    assert Health(0.1).limit_s == 3.0
+
+
+def test_health_ok_while_last_success_is_recent() -> None:
+    clock = FakeClock()
+    health = Health(2.0, clock=clock)
+    health.observe(sample(group("g", part("t", 0, 1, 2))))
+    assert health.status() == (True, "ok")
+    clock.now += 6.0
+    assert health.status() == (True, "ok")  # exactly 3 intervals
+
+
+def test_health_tolerates_a_few_failed_ticks_then_names_the_group() -> None:
+    clock = FakeClock()
+    health = Health(1.0, clock=clock)
+    health.observe(sample(group("g", part("t", 0, 1, 2)), group("h", part("t", 0, 1, 2))))
+    for _ in range(3):
+        clock.now += 1.0
+        health.observe(sample(group("g", part("t", 0, 1, 2)), group("h", error="boom")))
+        assert health.status() == (True, "ok")
+    clock.now += 1.0
+    health.observe(sample(group("g", part("t", 0, 1, 2)), group("h", error="boom")))
+    assert health.status() == (
+        False, "no successful sample for 4.0 s (limit 3.0 s): cluster default group h: boom")
+    clock.now += 1.0
+    health.observe(sample(group("g", part("t", 0, 1, 2)), group("h", part("t", 0, 1, 2))))
+    assert health.status() == (True, "ok")
+
+
+def test_health_unhealthy_when_sampling_stalls() -> None:
+    clock = FakeClock()
+    health = Health(1.0, clock=clock)
+    health.observe(sample(group("g", part("t", 0, 1, 2))))
+    clock.now += 12.34
+    assert health.status() == (
+        False, "no sample for 12.3 s (limit 3.0 s): sampling has stalled")
+
+
+def test_health_unhealthy_when_nothing_ever_succeeded() -> None:
+    health = Health(1.0, clock=FakeClock())
+    health.observe(sample(group("g", error="unreachable"),
+                          group("x", cluster="other", error="refused")))
+    healthy, reason = health.status()
+    assert not healthy
+    assert reason == ("no successful sample yet: cluster default group g: unreachable; "
+                      "cluster other group x: refused")
+
+
+def test_health_reason_stays_one_bounded_line() -> None:
+    health = Health(1.0, clock=FakeClock())
+    health.observe(sample(*(group(f"g{n}", error="down") for n in range(10))))
+    healthy, reason = health.status()
+    assert not healthy
+    assert reason.count("cluster default group") == 3
+    assert reason.endswith("; and 7 more failing group(s)")
+    assert "\n" not in reason
+
+
+def test_empty_sample_counts_as_success() -> None:
+    health = Health(1.0, clock=FakeClock())
+    health.observe(sample())
+    assert health.status() == (True, "ok")
