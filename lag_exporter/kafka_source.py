@@ -63,6 +63,8 @@ class KafkaSource:
         settings: dict[str, Any] = dict(client_settings)
         settings.setdefault("client.id", "lag-exporter")
         settings.setdefault("socket.timeout.ms", int(timeout_s * 1000))
+        # librdkafka backs off up to 10 s between reconnects; a 1 s monitor must resume sooner.
+        settings.setdefault("reconnect.backoff.max.ms", 1000)
         settings["logger"] = _DebugOnlyLogger()
         settings["error_cb"] = self._remember_client_error
         self._admin = AdminClient(settings)

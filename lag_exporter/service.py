@@ -20,7 +20,7 @@ from types import FrameType
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.lag import lag_total
-from lag_exporter.model import Sample
+from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sampler import Sampler
 from lag_exporter.sinks import Sink
@@ -93,22 +93,33 @@ class Delivery(threading.Thread):
 
 @dataclass
 class GroupHealth:
-    """Logs a group's failure once when it starts and once when it ends."""
+    """Logs a failure once when it starts and once when it ends, not every tick.
 
-    errors: dict[tuple[str, str], str] = field(default_factory=dict)
+    When every group of a cluster fails (broker down, refused credentials) that is one line for
+    the cluster instead of one per group.
+    """
+
+    failing: set[tuple[str, ...]] = field(default_factory=set)
 
     def update(self, sample: Sample) -> None:
+        by_cluster: dict[str, list[GroupLag]] = {}
         for group_lag in sample.groups:
-            key = (group_lag.cluster, group_lag.group)
-            before = self.errors.get(key)
-            if group_lag.error and group_lag.error != before:
-                log.error("cluster %s group %s: cannot sample: %s",
-                          group_lag.cluster, group_lag.group, group_lag.error)
-                self.errors[key] = group_lag.error
-            elif not group_lag.error and before:
-                log.warning("cluster %s group %s: sampling again", group_lag.cluster,
-                            group_lag.group)
-                del self.errors[key]
+            by_cluster.setdefault(group_lag.cluster, []).append(group_lag)
+        for cluster, group_lags in by_cluster.items():
+            cluster_down = all(g.error for g in group_lags)
+            self._transition(("cluster", cluster), f"cluster {cluster}",
+                             group_lags[0].error if cluster_down else None)
+            for g in group_lags:
+                self._transition(("group", cluster, g.group), f"cluster {cluster} group {g.group}",
+                                 None if cluster_down else g.error)
+
+    def _transition(self, key: tuple[str, ...], what: str, error: str | None) -> None:
+        if error and key not in self.failing:
+            self.failing.add(key)
+            log.error("%s: cannot sample: %s", what, error)
+        elif not error and key in self.failing:
+            self.failing.discard(key)
+            log.warning("%s: sampling again", what)
 
 
 class Watch:

@@ -42,6 +42,26 @@ def load_mapping() -> dict[str, Any]:
     return mapping
 
 
+EXPECTED_TYPES = {"@timestamp": {"date", "date_nanos"}, "lag_total": {"long"}, "lag_max": {"long"},
+                  "cluster": {"keyword", "text"}, "group": {"keyword", "text"},
+                  "topic": {"keyword", "text"}}
+NUMERIC_TYPES = {"long", "integer", "short", "byte", "double", "float", "unsigned_long"}
+
+
+def incompatible_mapping(properties: dict[str, Any]) -> list[str]:
+    """Fields whose mapped type would make Elasticsearch reject every document."""
+    problems = []
+    for name, spec in sorted(properties.items()):
+        field_type = spec.get("type", "object")
+        if name in EXPECTED_TYPES and field_type not in EXPECTED_TYPES[name] | (
+                NUMERIC_TYPES if name.startswith("lag_") else set()):
+            problems.append(f"'{name}' is {field_type}, expected "
+                            f"{'/'.join(sorted(EXPECTED_TYPES[name]))}")
+        elif name.startswith("p") and name[1:].isdigit() and field_type not in NUMERIC_TYPES:
+            problems.append(f"'{name}' is {field_type}, expected long")
+    return problems
+
+
 def old_mapping_problems(properties: dict[str, Any]) -> list[str]:
     """What an existing index's mapping breaks (the 2022 pipeline's mapping.json, say)."""
     problems = []
@@ -84,6 +104,7 @@ class ElasticsearchSink:
             request_timeout=settings.timeout_s,
             max_retries=0,  # the outbox owns retries, in order, without blocking sampling
             retry_on_timeout=False,
+            max_dead_node_backoff=5.0,  # notice a restarted node within seconds, not 30 s
         )
         self._index_ready = False
 
@@ -116,6 +137,10 @@ class ElasticsearchSink:
         answer = self._client.indices.get_mapping(index=self.settings.index)
         for index_name, body in answer.body.items():
             properties = body.get("mappings", {}).get("properties", {})
+            broken = incompatible_mapping(properties)
+            if broken:
+                raise SinkError(f"index {index_name} has an incompatible mapping: {broken[0]}; "
+                                "use another --es-index or recreate it from mapping.json")
             for problem in old_mapping_problems(properties):
                 log.warning("index %s has an old mapping: %s (recreate it from mapping.json)",
                             index_name, problem)

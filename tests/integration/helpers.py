@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -20,18 +20,7 @@ from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 from elasticsearch import Elasticsearch
 
-
-class StackLike(Protocol):
-    source_bootstrap: str
-    source_sasl_bootstrap: str
-    sasl_properties: str
-    sasl_password: str
-    es_url: str
-    es_auth_url: str
-    es_auth_username: str
-    es_auth_password: str
-
-    def run_tool(self, name: str, *args: str) -> subprocess.CompletedProcess[str]: ...
+from stack.stackctl import Stack
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -81,7 +70,7 @@ def _number(cell: str) -> int | None:
     return None if cell == "-" else int(cell)
 
 
-def describe_group(stack: StackLike, group: str, *extra: str) -> list[DescribeRow]:
+def describe_group(stack: Stack, group: str, *extra: str) -> list[DescribeRow]:
     """`kafka-consumer-groups --describe` (the real tool), parsed."""
     done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", stack.source_bootstrap,
                           "--describe", "--group", group, *extra)

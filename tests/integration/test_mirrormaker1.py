@@ -14,13 +14,14 @@ import pytest
 from helpers import (
     DescribeRow,
     ExporterProcess,
-    StackLike,
     SteadyProducer,
     create_topic,
     describe_group,
     offsets_now,
     search_all,
 )
+
+from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ class Reading:
     """The largest: HWM after - commit before (offsets only grow)."""
 
 
-def read_with_bounds(stack: StackLike, topic: str) -> Reading:
+def read_with_bounds(stack: Stack, topic: str) -> Reading:
     started = time.time()
     watermarks_before, committed_before = offsets_now(stack.source_bootstrap, GROUP, topic,
                                                       PARTITIONS)
@@ -54,7 +55,7 @@ def read_with_bounds(stack: StackLike, topic: str) -> Reading:
     return Reading(started, finished, rows, lowest, highest)
 
 
-def wait_for_mirroring(stack: StackLike, topic: str, timeout: float = 90) -> None:
+def wait_for_mirroring(stack: Stack, topic: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, committed = offsets_now(stack.source_bootstrap, GROUP, topic, PARTITIONS)
@@ -65,7 +66,7 @@ def wait_for_mirroring(stack: StackLike, topic: str, timeout: float = 90) -> Non
 
 
 def test_30_second_watch_matches_kafka_consumer_groups(
-    stack: StackLike, unique_name: str, tmp_path: Path
+    stack: Stack, unique_name: str, tmp_path: Path
 ) -> None:
     topic, index = f"oasis.{unique_name}", f"mm1-{unique_name}"
     create_topic(stack.source_bootstrap, topic, PARTITIONS)

@@ -13,7 +13,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from helpers import (
     DescribeRow,
-    StackLike,
     commit,
     create_topic,
     describe_group,
@@ -22,6 +21,8 @@ from helpers import (
     produce,
     run_exporter,
 )
+
+from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def unique_name_module() -> str:
 
 
 @pytest.fixture(scope="module")
-def estate(stack: StackLike, unique_name_module: str) -> Estate:
+def estate(stack: Stack, unique_name_module: str) -> Estate:
     u = unique_name_module
     topics = {
         f"par-{u}.one": 1,
@@ -59,28 +60,28 @@ def estate(stack: StackLike, unique_name_module: str) -> Estate:
     return Estate(topics, full_group, partial_group)
 
 
-def snapshot_rows(stack: StackLike, group: str, *extra: str) -> list[DescribeRow]:
+def snapshot_rows(stack: Stack, group: str, *extra: str) -> list[DescribeRow]:
     done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
                         "--group", group, *extra)
     assert done.returncode == 0, done.stderr
     return parse_table(done.stdout)
 
 
-def test_every_partition_matches_kafka_consumer_groups(stack: StackLike, estate: Estate) -> None:
+def test_every_partition_matches_kafka_consumer_groups(stack: Stack, estate: Estate) -> None:
     ours = snapshot_rows(stack, estate.full_group)
     theirs = describe_group(stack, estate.full_group)
     assert len(ours) == sum(estate.topics.values()) == 65
     assert sorted(ours) == sorted(theirs)  # offsets and lag, row for row
 
 
-def test_group_with_commits_on_some_partitions(stack: StackLike, estate: Estate) -> None:
+def test_group_with_commits_on_some_partitions(stack: Stack, estate: Estate) -> None:
     ours = snapshot_rows(stack, estate.partial_group)
     theirs = describe_group(stack, estate.partial_group)
     assert lags_by_partition(ours) == lags_by_partition(theirs)
     assert len(ours) == 6
 
 
-def test_topic_names_that_contain_each_other_stay_apart(stack: StackLike, estate: Estate,
+def test_topic_names_that_contain_each_other_stay_apart(stack: Stack, estate: Estate,
                                                         unique_name_module: str) -> None:
     u = unique_name_module
     ours = snapshot_rows(stack, estate.full_group, "--topic", f"{u}test")
@@ -89,7 +90,7 @@ def test_topic_names_that_contain_each_other_stay_apart(stack: StackLike, estate
 
 
 def test_explicit_topic_shows_uncommitted_partitions_as_null_in_json(
-    stack: StackLike, estate: Estate, unique_name_module: str
+    stack: Stack, estate: Estate, unique_name_module: str
 ) -> None:
     topic = f"par_{unique_name_module}-eighteen"
     done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap, "--group",
@@ -105,7 +106,7 @@ def test_explicit_topic_shows_uncommitted_partitions_as_null_in_json(
 
 
 @pytest.fixture
-def active_member(stack: StackLike, unique_name: str) -> Iterator[tuple[str, str]]:
+def active_member(stack: Stack, unique_name: str) -> Iterator[tuple[str, str]]:
     """A live consumer that owns all 4 partitions but has committed on partition 0 only."""
     topic, group = f"active-{unique_name}", f"active-group-{unique_name}"
     create_topic(stack.source_bootstrap, topic, 4)
@@ -136,7 +137,7 @@ def active_member(stack: StackLike, unique_name: str) -> Iterator[tuple[str, str
 
 
 def test_assigned_partitions_without_commit_show_dash_like_the_tool(
-    stack: StackLike, active_member: tuple[str, str]
+    stack: Stack, active_member: tuple[str, str]
 ) -> None:
     topic, group = active_member
     ours = snapshot_rows(stack, group)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from elasticsearch import Elasticsearch
 from helpers import (
-    StackLike,
     commit,
     create_topic,
     one_line_error,
@@ -17,11 +16,13 @@ from helpers import (
     search_all,
 )
 
+from stack.stackctl import Stack
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def lagging_group(stack: StackLike, unique_name: str) -> tuple[str, str]:
+def lagging_group(stack: Stack, unique_name: str) -> tuple[str, str]:
     topic, group = f"snap.{unique_name}", f"snap-group-{unique_name}"
     create_topic(stack.source_bootstrap, topic, 3)
     produce(stack.source_bootstrap, topic, {0: 10, 1: 20, 2: 30})
@@ -29,7 +30,7 @@ def lagging_group(stack: StackLike, unique_name: str) -> tuple[str, str]:
     return topic, group
 
 
-def test_unknown_group_is_one_line_and_exit_1(stack: StackLike, unique_name: str) -> None:
+def test_unknown_group_is_one_line_and_exit_1(stack: Stack, unique_name: str) -> None:
     done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
                         "--group", f"missing-{unique_name}")
     assert done.returncode == 1
@@ -49,7 +50,7 @@ def test_unreachable_cluster_fails_within_the_timeout() -> None:
 
 
 def test_sasl_login_through_a_java_properties_file(
-    stack: StackLike, lagging_group: tuple[str, str]
+    stack: Stack, lagging_group: tuple[str, str]
 ) -> None:
     _, group = lagging_group
     done = run_exporter("snapshot", "--bootstrap-server", stack.source_sasl_bootstrap,
@@ -59,7 +60,7 @@ def test_sasl_login_through_a_java_properties_file(
 
 
 def test_wrong_sasl_password_is_refused_without_leaking_it(
-    stack: StackLike, lagging_group: tuple[str, str], tmp_path: Path
+    stack: Stack, lagging_group: tuple[str, str], tmp_path: Path
 ) -> None:
     wrong = tmp_path / "consumer.properties"
     wrong.write_text(Path(stack.sasl_properties).read_text().replace(
@@ -74,7 +75,7 @@ def test_wrong_sasl_password_is_refused_without_leaking_it(
 
 
 def test_snapshot_writes_one_document_per_topic_to_elasticsearch(
-    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+    stack: Stack, lagging_group: tuple[str, str], unique_name: str
 ) -> None:
     topic, group = lagging_group
     index = f"lag-{unique_name}"
@@ -92,7 +93,7 @@ def test_snapshot_writes_one_document_per_topic_to_elasticsearch(
 
 
 def test_old_pipeline_mapping_is_left_alone_with_one_warning(
-    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+    stack: Stack, lagging_group: tuple[str, str], unique_name: str
 ) -> None:
     index = f"old-{unique_name}"
     client = Elasticsearch(stack.es_url)
@@ -111,7 +112,7 @@ def test_old_pipeline_mapping_is_left_alone_with_one_warning(
 
 
 def test_elasticsearch_credentials_come_from_the_environment(
-    stack: StackLike, lagging_group: tuple[str, str], unique_name: str
+    stack: Stack, lagging_group: tuple[str, str], unique_name: str
 ) -> None:
     index = f"auth-{unique_name}"
     args = ("snapshot", "--bootstrap-server", stack.source_bootstrap, "--group",

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from helpers import (
     ExporterProcess,
-    StackLike,
     commit,
     create_topic,
     produce,
     search_all,
 )
+
+from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ def parse_time(stamp: str) -> float:
 
 
 @pytest.fixture
-def two_topic_group(stack: StackLike, unique_name: str) -> str:
+def two_topic_group(stack: Stack, unique_name: str) -> str:
     group = f"watch-{unique_name}"
     for name in ("a", "b"):
         topic = f"watch.{unique_name}.{name}"
@@ -39,7 +40,7 @@ def two_topic_group(stack: StackLike, unique_name: str) -> str:
 
 
 def test_one_document_per_topic_per_tick_and_clean_sigterm(
-    stack: StackLike, two_topic_group: str, unique_name: str, tmp_path: Path
+    stack: Stack, two_topic_group: str, unique_name: str, tmp_path: Path
 ) -> None:
     index = f"watch-{unique_name}"
     exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap,
@@ -64,7 +65,7 @@ def test_one_document_per_topic_per_tick_and_clean_sigterm(
 
 
 def test_without_elasticsearch_documents_go_to_stdout_as_json_lines(
-    stack: StackLike, two_topic_group: str
+    stack: Stack, two_topic_group: str
 ) -> None:
     exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap,
                                "--group", two_topic_group, "--interval", "0.5")

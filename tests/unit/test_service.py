@@ -76,3 +76,17 @@ def test_group_failure_is_logged_once_and_recovery_once(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot sample" in m for m in messages) == 1
     assert sum("sampling again" in m for m in messages) == 1
+
+
+def test_a_whole_cluster_down_is_one_line_not_one_per_group(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lag_exporter")
+    health = GroupHealth()
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    down = Sample(moment, (group("a", "refused"), group("b", "refused")))
+    up = Sample(moment, (group("a", None), group("b", None)))
+    for sample in (down, down, up, up):
+        health.update(sample)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["cluster c: cannot sample: refused", "cluster c: sampling again"]
