@@ -9,10 +9,11 @@ from pathlib import Path
 from lag_exporter.config import KafkaSettings
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SinkUnavailable, SourceError
+from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.model import Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.sampler import Sampler
+from lag_exporter.sampler import OffsetSource, Sampler
 from lag_exporter.service import Watch
 from lag_exporter.sinks import DeliveryReport, Sink
 from lag_exporter.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink
@@ -22,11 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def make_sampler(
-    kafka: KafkaSettings, groups: Sequence[str], topics: Sequence[str], timeout_s: float
+    kafka: KafkaSettings,
+    groups: Sequence[str],
+    topics: Sequence[str],
+    timeout_s: float,
+    isolated: bool = False,
 ) -> Sampler:
+    """isolated: run the Kafka client in a child process (long-running watch; see isolation.py)."""
     for warning in kafka.warnings:
         log.warning("%s", warning)
-    return Sampler(KafkaSource(kafka.cluster, kafka.client_settings, timeout_s), groups, topics)
+    source: OffsetSource = (
+        IsolatedKafkaSource(kafka.cluster, kafka.client_settings, timeout_s) if isolated
+        else KafkaSource(kafka.cluster, kafka.client_settings, timeout_s))
+    return Sampler(source, groups, topics)
 
 
 def take_snapshot(
@@ -66,7 +75,8 @@ def make_watch(
 ) -> Watch:
     sink = make_sink(elasticsearch)
     outbox = Outbox(spool_dir if elasticsearch is not None else None)
-    return Watch(make_sampler(kafka, groups, topics, timeout_s), outbox, sink, interval_s,
+    return Watch(make_sampler(kafka, groups, topics, timeout_s, isolated=True), outbox, sink,
+                 interval_s,
                  summary_every_s)
 
 

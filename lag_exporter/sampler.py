@@ -39,6 +39,8 @@ class OffsetSource(Protocol):
         self, partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int | SourceError]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass
 class _Membership:
@@ -97,6 +99,9 @@ class Sampler:
         )
         return Sample(taken_at=taken_at, groups=group_lags,
                       duration_s=self._clock() - started, warnings=tuple(warnings))
+
+    def close(self) -> None:
+        self.source.close()
 
     def _failed_sample(
         self, taken_at: datetime, committed: dict[str, GroupOffsets | SourceError], started: float

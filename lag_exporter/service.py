@@ -170,6 +170,7 @@ class Watch:
                 log.warning("stopping with %d undelivered sample(s)%s", len(self.outbox),
                             " (kept in the spool)" if self.outbox.spool_dir else "")
             self.outbox.close()
+            self.sampler.close()
             log.info("stopped after %d samples (%d ticks skipped, %d delivered, %d dropped)",
                      self.samples_taken, self.ticks_skipped, self.delivery.delivered,
                      self.outbox.dropped)

@@ -40,6 +40,10 @@ class FakeKafka:
         return {tp: self.watermarks.get(tp, 0) for tp in partitions}
 
 
+    def close(self) -> None:
+        self.calls.append("close")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -1,0 +1,131 @@
+"""Runs the Kafka client in a child process, so that a librdkafka abort costs one sample.
+
+librdkafka 2.16 can abort() the whole process on the error path of coordinator admin requests
+(ListConsumerGroupOffsets, DescribeConsumerGroups) when a broker connection drops mid-request:
+`rd_kafka_enq_once_del_source_return: Assertion 'eonce->refcnt > 0' failed` (librdkafka
+#4605, #3663; fix proposed in #5397). We saw it here by stopping the source broker under a 1 s
+watch. Python cannot catch an abort, so KafkaSource runs in a child process: when the child dies
+the affected sample reports the cluster as failing and the next one starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+from collections.abc import Mapping, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from lag_exporter.errors import SourceError
+from lag_exporter.model import GroupOffsets, TopicPartition
+
+log = logging.getLogger(__name__)
+
+_SPAWN = multiprocessing.get_context("spawn")  # no fork: the parent runs threads
+
+
+def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: float) -> None:
+    """The child: answer method calls until the parent closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from lag_exporter.kafka_source import KafkaSource
+
+    source = KafkaSource(cluster, settings, timeout_s)
+    while True:
+        try:
+            method, args = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        try:
+            conn.send(getattr(source, method)(*args))
+        except Exception as error:  # one bad call must not end the child
+            conn.send(SourceError(f"{type(error).__name__}: {error}"))
+
+
+class IsolatedKafkaSource:
+    """Same interface as KafkaSource; every call goes to the child process."""
+
+    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
+        self.cluster = cluster
+        self.timeout_s = timeout_s
+        self._settings = dict(client_settings)
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
+        return self._per_key("committed_offsets", list(groups))
+
+    def group_members(
+        self, groups: Sequence[str]
+    ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        return self._per_key("group_members", list(groups))
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
+        return self._per_key("topic_partitions", list(topics))
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | SourceError]:
+        return self._per_key("high_watermarks", list(partitions))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None:
+            self._process.join(timeout=2)
+            if self._process.is_alive():
+                self._process.kill()
+        self._process = self._conn = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _per_key(self, method: str, keys: list[Any]) -> dict[Any, Any]:
+        """Call method(keys) in the child; if the child fails, every key gets the error."""
+        if not keys:
+            return {}
+        try:
+            answer = self._call(method, keys)
+        except SourceError as error:
+            return {key: error for key in keys}
+        if isinstance(answer, SourceError):
+            return {key: answer for key in keys}
+        result: dict[Any, Any] = answer
+        return result
+
+    def _call(self, method: str, *args: Any) -> Any:
+        conn = self._child()
+        try:
+            conn.send((method, args))
+            # Each child call is bounded by timeout_s; allow for scheduling on a busy machine.
+            if not conn.poll(self.timeout_s * 2 + 5):
+                self._restart("did not answer in time")
+                raise SourceError(f"Kafka client of cluster {self.cluster} hung; restarted it")
+            return conn.recv()
+        except (EOFError, OSError) as error:
+            exit_code = self._process.exitcode if self._process is not None else None
+            self._restart(f"died (exit code {exit_code})")
+            raise SourceError(f"Kafka client of cluster {self.cluster} crashed "
+                              f"(exit code {exit_code}); restarted it") from error
+
+    def _child(self) -> Connection:
+        if self._process is not None and not self._process.is_alive():
+            self._restart(f"died (exit code {self._process.exitcode})")
+        if self._conn is None or self._process is None:
+            parent_end, child_end = _SPAWN.Pipe()
+            process = _SPAWN.Process(target=_serve, name=f"kafka-{self.cluster}", daemon=True,
+                                     args=(child_end, self.cluster, self._settings,
+                                           self.timeout_s))
+            process.start()
+            child_end.close()
+            self._process, self._conn = process, parent_end
+        return self._conn
+
+    def _restart(self, why: str) -> None:
+        log.warning("Kafka client process of cluster %s %s; starting a new one", self.cluster, why)
+        self.restarts += 1
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        self.close()

@@ -1,0 +1,122 @@
+"""Fault injection against the real stack: stop and restart the real processes mid-run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from helpers import ExporterProcess, commit, create_topic, produce, search_all
+
+from stack.stackctl import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def stamp_of(doc: dict[str, object]) -> float:
+    return datetime.fromisoformat(str(doc["@timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def group(stack: Stack, unique_name: str) -> str:
+    topic, group = f"fault.{unique_name}", f"fault-{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 2)
+    produce(stack.source_bootstrap, topic, {0: 5, 1: 5})
+    commit(stack.source_bootstrap, group, {(topic, 0): 2, (topic, 1): 3})
+    return group
+
+
+@pytest.fixture
+def restart_elasticsearch(stack: Stack):  # type: ignore[no-untyped-def]
+    """Makes sure Elasticsearch is running again even when the test fails half-way."""
+    yield
+    stack.start("elasticsearch")
+
+
+def test_elasticsearch_down_for_30_s_loses_and_duplicates_nothing(
+    stack: Stack, group: str, unique_name: str, tmp_path: Path, restart_elasticsearch: None
+) -> None:
+    index = f"outage-{unique_name}"
+    exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                               "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
+                               "--spool-dir", str(tmp_path))
+    time.sleep(4)
+    stack.stop("elasticsearch")
+    time.sleep(30)
+    stack.start("elasticsearch")  # returns once the node answers again
+    time.sleep(12)  # delivery backs off at most 10 s between attempts
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    samples = exporter.samples_taken()
+    documents = search_all(stack.es_url, index)
+    assert len(documents) == samples  # one topic: one document per tick, none lost
+    assert len({doc["_id"] for doc in documents}) == samples
+    assert len({stamp_of(doc) for doc in documents}) == samples
+    assert samples >= 45  # it kept sampling through the outage
+    stamps = sorted(stamp_of(d) for d in documents)
+    assert max(b - a for a, b in itertools.pairwise(stamps)) < 1.5  # no gap
+    assert exporter.stderr.count("delivery failing") == 1
+    assert exporter.stderr.count("delivery recovered") == 1
+
+
+def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(
+    stack: Stack, group: str, unique_name: str, tmp_path: Path, restart_elasticsearch: None
+) -> None:
+    index = f"spool-{unique_name}"
+    args = ("--bootstrap-server", stack.source_bootstrap, "--group", group, "--es-url",
+            stack.es_url, "--es-index", index, "--interval", "1", "--spool-dir", str(tmp_path))
+    first = ExporterProcess(*args)
+    time.sleep(3)
+    stack.stop("elasticsearch")
+    time.sleep(6)
+    first.kill()  # SIGKILL: no shutdown code runs
+    spooled_ids = {doc["id"] for path in tmp_path.glob("*.json")
+                   for doc in json.loads(path.read_text())["documents"]}
+    assert len(spooled_ids) >= 4
+    second = ExporterProcess(*args)
+    time.sleep(2)
+    stack.start("elasticsearch")
+    time.sleep(12)
+    code, _ = second.stop(signal.SIGTERM)
+    assert code == 0, second.stderr
+    assert "restored" in second.stderr
+    documents = search_all(stack.es_url, index)
+    ids = Counter(doc["_id"] for doc in documents)
+    assert spooled_ids <= set(ids)  # every spooled sample arrived
+    assert set(ids.values()) == {1}
+    assert len({stamp_of(d) for d in documents}) == len(documents)  # no duplicate tick
+    assert list(tmp_path.glob("*.json")) == []
+
+
+@pytest.fixture
+def restart_source(stack: Stack):  # type: ignore[no-untyped-def]
+    yield
+    stack.start("kafka-source")
+
+
+def test_source_broker_down_for_20_s_resumes_within_2_ticks(
+    stack: Stack, group: str, restart_source: None
+) -> None:
+    exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                               "--interval", "1")
+    time.sleep(4)
+    stack.stop("kafka-source")
+    time.sleep(20)
+    stack.start("kafka-source")
+    recovered_at = time.time()
+    time.sleep(8)
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    stamps = [stamp_of(json.loads(line)) for line in exporter.stdout.splitlines()]
+    assert any(s < recovered_at - 20 for s in stamps)  # sampled before the outage
+    first_after = min(s for s in stamps if s > recovered_at - 0.5)
+    assert first_after - recovered_at < 2.5  # within 2 ticks of the broker answering again
+    gap = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gap) >= 20  # nothing (no zeros) was written while it was down
+    assert exporter.stderr.count("cannot sample") == 1, exporter.stderr
+    assert exporter.stderr.count("sampling again") == 1, exporter.stderr

@@ -1,0 +1,56 @@
+"""A librdkafka abort() in the Kafka client process costs one sample, not the exporter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+from helpers import commit, create_topic, produce
+
+from lag_exporter.errors import SourceError
+from lag_exporter.isolation import IsolatedKafkaSource
+from lag_exporter.model import TopicPartition
+from stack.stackctl import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_aborted_client_process_is_replaced(stack: Stack, unique_name: str) -> None:
+    topic, group = f"iso.{unique_name}", f"iso-{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 1)
+    produce(stack.source_bootstrap, topic, {0: 3})
+    commit(stack.source_bootstrap, group, {(topic, 0): 1})
+    source = IsolatedKafkaSource("c", {"bootstrap.servers": stack.source_bootstrap}, 5.0)
+    try:
+        first = source.committed_offsets([group])[group]
+        assert not isinstance(first, SourceError)
+        assert first.committed_offsets == {TopicPartition(topic, 0): 1}
+        child = source._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGABRT)  # what librdkafka's failed assertion does
+        child.join(5)
+        after = source.committed_offsets([group])[group]  # a new child answers
+        assert not isinstance(after, SourceError)
+        assert source.high_watermarks([TopicPartition(topic, 0)]) == {TopicPartition(topic, 0): 3}
+        assert source.restarts == 1
+    finally:
+        source.close()
+
+
+def test_client_dying_mid_request_fails_that_call_only() -> None:
+    source = IsolatedKafkaSource("c", {"bootstrap.servers": "127.0.0.1:1"}, 4.0)
+    try:
+        assert isinstance(source.committed_offsets(["g"])["g"], SourceError)  # child is up
+        child = source._process
+        assert child is not None and child.pid is not None
+        timer = threading.Timer(1.0, os.kill, (child.pid, signal.SIGABRT))
+        timer.start()
+        answer = source.committed_offsets(["g"])["g"]  # in flight when the child aborts
+        timer.join()
+        assert isinstance(answer, SourceError)
+        assert "crashed (exit code -6)" in str(answer)
+        assert source.restarts == 1
+    finally:
+        source.close()
