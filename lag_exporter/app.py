@@ -1,19 +1,26 @@
-"""The Python API behind the CLI: build the pieces from settings and run them."""
+"""The Python API behind the CLI: build the pieces from an ExporterConfig and run them.
+
+Data path: Fleet (one ClusterWatch per cluster: KafkaSource → Sampler) → Sample → documents →
+Outbox → Delivery → sink; metrics and health observe each Sample on the side.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from lag_exporter.config import KafkaSettings
+from lag_exporter.config import ClusterConfig, ExporterConfig
 from lag_exporter.documents import sample_documents
-from lag_exporter.errors import SinkUnavailable, SourceError
+from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
+from lag_exporter.fleet import ClusterWatch, Fleet
+from lag_exporter.http_endpoint import HttpEndpoint
 from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.sampler import OffsetSource, Sampler
+from lag_exporter.sampler import OffsetSource
 from lag_exporter.service import Watch
 from lag_exporter.sinks import DeliveryReport, Sink
 from lag_exporter.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink
@@ -22,31 +29,43 @@ from lag_exporter.sinks.stdout import StdoutSink
 log = logging.getLogger(__name__)
 
 
-def make_sampler(
-    kafka: KafkaSettings,
-    groups: Sequence[str],
-    topics: Sequence[str],
-    timeout_s: float,
-    isolated: bool = False,
-) -> Sampler:
-    """isolated: run the Kafka client in a child process (long-running watch; see isolation.py)."""
-    for warning in kafka.warnings:
-        log.warning("%s", warning)
-    source: OffsetSource = (
-        IsolatedKafkaSource(kafka.cluster, kafka.client_settings, timeout_s) if isolated
-        else KafkaSource(kafka.cluster, kafka.client_settings, timeout_s))
-    return Sampler(source, groups, topics)
+def kafka_timeout(config: ExporterConfig) -> float:
+    """watch must not wait for Kafka much longer than a few intervals; snapshot may."""
+    return min(config.timeout_s, max(config.interval_s * 5, 2.0))
 
 
-def take_snapshot(
-    kafka: KafkaSettings, groups: Sequence[str], topics: Sequence[str], timeout_s: float
-) -> Sample:
-    """One sample; raises SourceError when no group at all could be sampled."""
-    sample = make_sampler(kafka, groups, topics, timeout_s).sample()
+def source_factory(timeout_s: float, isolated: bool) -> Callable[[ClusterConfig], OffsetSource]:
+    """isolated: the Kafka client runs in a child process (long-running watch; isolation.py)."""
+
+    def make(cluster: ClusterConfig) -> OffsetSource:
+        for warning in cluster.kafka.warnings:
+            log.warning("cluster %s: %s", cluster.name, warning)
+        kind = IsolatedKafkaSource if isolated else KafkaSource
+        return kind(cluster.name, cluster.kafka.client_settings, timeout_s)
+
+    return make
+
+
+def make_fleet(config: ExporterConfig, make_source: Callable[[ClusterConfig], OffsetSource]
+               ) -> Fleet:
+    return Fleet([ClusterWatch(cluster, make_source(cluster), config.discovery_interval_s)
+                  for cluster in config.clusters])
+
+
+def take_snapshot(config: ExporterConfig) -> Sample:
+    """One sample of every cluster; raises SourceError when no group at all could be sampled."""
+    fleet = make_fleet(config, source_factory(config.timeout_s, isolated=False))
+    try:
+        for cluster in fleet.clusters:
+            if cluster.config.groups.needs_discovery:
+                cluster.discover()
+        sample = fleet.sample()
+    finally:
+        fleet.close()
     failed = [g for g in sample.groups if g.error]
     if failed and len(failed) == len(sample.groups):
         reasons = sorted({g.error or "" for g in failed})
-        raise SourceError("; ".join(reasons) if len(reasons) == 1 else
+        raise SourceError(reasons[0] if len(reasons) == 1 else
                           "; ".join(f"{g.group}: {g.error}" for g in failed))
     return sample
 
@@ -63,23 +82,6 @@ def make_sink(elasticsearch: ElasticsearchSettings | None) -> Sink:
     return sink
 
 
-def make_watch(
-    kafka: KafkaSettings,
-    groups: Sequence[str],
-    topics: Sequence[str],
-    elasticsearch: ElasticsearchSettings | None,
-    interval_s: float,
-    timeout_s: float,
-    spool_dir: Path | None,
-    summary_every_s: float = 10.0,
-) -> Watch:
-    sink = make_sink(elasticsearch)
-    outbox = Outbox(spool_dir if elasticsearch is not None else None)
-    return Watch(make_sampler(kafka, groups, topics, timeout_s, isolated=True), outbox, sink,
-                 interval_s,
-                 summary_every_s)
-
-
 def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> DeliveryReport:
     """snapshot's write: synchronous, one bulk request."""
     sink = ElasticsearchSink(elasticsearch)
@@ -91,3 +93,61 @@ def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> Delivery
     for line in report.rejected:
         log.error("Elasticsearch rejected a document: %s", line)
     return report
+
+
+@dataclass
+class Service:
+    """A running watch with its optional HTTP endpoint."""
+
+    watch: Watch
+    endpoint: HttpEndpoint | None = None
+
+    def run(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.start()
+        try:
+            self.watch.run()
+        finally:
+            if self.endpoint is not None:
+                self.endpoint.stop()
+
+
+def make_service(
+    config: ExporterConfig,
+    summary_every_s: float = 10.0,
+    load_config: Callable[[], ExporterConfig] | None = None,
+) -> Service:
+    """Build a watch from config; load_config (if given) is called again on SIGHUP."""
+    timeout_s = kafka_timeout(config)
+    make_source = source_factory(timeout_s, isolated=True)
+    sink = make_sink(config.elasticsearch)
+    outbox = Outbox(config.spool_dir if config.elasticsearch is not None else None)
+    watch = Watch(make_fleet(config, make_source), outbox, sink, config.interval_s,
+                  summary_every_s)
+    endpoint = None
+    if config.http_port is not None:
+        metrics, health = LagMetrics(), Health(config.interval_s)
+        watch.sample_observers += [
+            metrics.observe, health.observe,
+            lambda _: metrics.observe_delivery(len(outbox), outbox.dropped,
+                                               watch.delivery.failures)]
+        endpoint = HttpEndpoint(config.http_host, config.http_port, metrics, health)
+    if load_config is not None:
+        watch.reload = lambda: reload(watch, config, load_config, make_source)
+    return Service(watch, endpoint)
+
+
+def reload(watch: Watch, running: ExporterConfig, load_config: Callable[[], ExporterConfig],
+           make_source: Callable[[ClusterConfig], OffsetSource]) -> None:
+    """Apply a changed config file; a bad one is rejected and the old one keeps running."""
+    try:
+        new = load_config()
+    except LagExporterError as error:
+        log.error("config reload rejected, keeping the running config: %s", error)
+        return
+    if new.elasticsearch != running.elasticsearch or new.interval_s != running.interval_s:
+        log.warning("config reload: Elasticsearch and interval changes need a restart")
+    watch.fleet.reconfigure(new.clusters, make_source, new.discovery_interval_s)
+    log.info("config reloaded: %d cluster(s): %s", len(new.clusters),
+             ", ".join(c.name for c in new.clusters))
+

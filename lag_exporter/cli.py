@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,15 +19,20 @@ from lag_exporter import __version__, app
 from lag_exporter.config import (
     ES_API_KEY_ENV,
     ES_PASSWORD_ENV,
+    ClusterConfig,
+    ExporterConfig,
     check_interval,
     default_spool_dir,
     elasticsearch_settings,
     kafka_settings,
+    load_config,
 )
 from lag_exporter.documents import sample_documents
-from lag_exporter.errors import LagExporterError
+from lag_exporter.errors import ConfigError, LagExporterError
 from lag_exporter.logs import configure_logging
+from lag_exporter.plan import describe_plan
 from lag_exporter.report import format_table
+from lag_exporter.selection import GroupSelection, TopicSelection
 from lag_exporter.service import stop_on_signals
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,78 +69,111 @@ class _Cli(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def kafka_options(command: F) -> F:
+def option(name: str, *decls: str, **settings: Any) -> Callable[[F], F]:
+    """A click option whose environment variable is LAG_EXPORTER_<NAME>."""
+    env = ENV + name.lstrip("-").replace("-", "_").upper()
+    return click.option(name, *decls, envvar=env, show_envvar=False, **settings)
+
+
+def source_options(command: F) -> F:
     options = [
-        click.option("--bootstrap-server", envvar=f"{ENV}BOOTSTRAP_SERVER", metavar="HOST:PORT",
-                     help="Kafka brokers to connect to (comma-separated)."),
-        click.option("--command-config", envvar=f"{ENV}COMMAND_CONFIG", metavar="PATH",
-                     help="Java client properties file, as given to kafka-consumer-groups or "
-                          "MirrorMaker's consumer.properties (SASL, SSL, ...)."),
-        click.option("--cluster-name", envvar=f"{ENV}CLUSTER_NAME", default="default",
-                     show_default=True, help="Name of the cluster in the documents."),
-        click.option("--group", "groups", envvar=f"{ENV}GROUP", multiple=True, required=True,
-                     help="Consumer group to sample (repeatable)."),
-        click.option("--topic", "topics", envvar=f"{ENV}TOPIC", multiple=True,
-                     help="Only these topics; also reports their partitions with no commit."),
-        click.option("--timeout", "timeout_s", envvar=f"{ENV}TIMEOUT", default=10.0,
-                     show_default=True, type=float,
-                     help="Seconds to wait for Kafka and Elasticsearch before giving up."),
+        option("--config", metavar="PATH", help="TOML config file: clusters, groups, "
+               "Elasticsearch, interval (see examples/). Flags below override it."),
+        option("--bootstrap-server", metavar="HOST:PORT",
+               help="Kafka brokers to connect to (comma-separated)."),
+        option("--command-config", metavar="PATH",
+               help="Java client properties file, as given to kafka-consumer-groups or "
+                    "MirrorMaker's consumer.properties (SASL, SSL, ...)."),
+        option("--cluster-name", help="Name of the cluster in the documents [default: default]."),
+        option("--group", "groups", multiple=True, help="Consumer group to sample (repeatable)."),
+        option("--topic", "topics", multiple=True,
+               help="Only these topics; also reports their partitions with no commit."),
+        option("--timeout", "timeout_s", type=float,
+               help="Seconds to wait for Kafka and Elasticsearch before giving up [default: 10]."),
+        option("--es-url", "es_urls", multiple=True, metavar="URL",
+               help="Elasticsearch node URL (repeatable, or space/comma-separated)."),
+        option("--es-index", help="Index for the documents [default: consumer_lag]."),
+        option("--es-username", help=f"Basic-auth user; the password comes from "
+               f"${ES_PASSWORD_ENV}. An API key comes from ${ES_API_KEY_ENV}."),
+        option("--es-ca-file", metavar="PATH", help="CA certificate (PEM) for https URLs."),
     ]
-    for option in reversed(options):
-        command = option(command)
+    for decorate in reversed(options):
+        command = decorate(command)
     return command
 
 
-def elasticsearch_options(command: F) -> F:
-    options = [
-        click.option("--es-url", "es_urls", envvar=f"{ENV}ES_URL", multiple=True,
-                     metavar="URL",
-                     help="Elasticsearch node URL (repeatable, or space/comma-separated)."),
-        click.option("--es-index", envvar=f"{ENV}ES_INDEX", default="consumer_lag",
-                     show_default=True, help="Index for the documents."),
-        click.option("--es-username", envvar=f"{ENV}ES_USERNAME",
-                     help=f"Basic-auth user; the password comes from ${ES_PASSWORD_ENV}. "
-                          f"An API key comes from ${ES_API_KEY_ENV}."),
-        click.option("--es-ca-file", envvar=f"{ENV}ES_CA_FILE", metavar="PATH",
-                     help="CA certificate (PEM) for https Elasticsearch URLs."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups", "topics")
+
+
+def resolve_config(params: dict[str, Any]) -> ExporterConfig:
+    """The config file (if any) with the flags on top; or a one-cluster config from flags."""
+    if params["config"]:
+        given = [f"--{name.rstrip('s').replace('_', '-')}" for name in CLUSTER_FLAGS
+                 if params.get(name)]
+        if given:
+            raise ConfigError(f"{', '.join(given)} cannot be combined with --config: describe "
+                              "the clusters in the config file")
+        config = load_config(params["config"])
+    else:
+        if not params["groups"]:
+            raise ConfigError("give --group (repeatable) or --config")
+        name = params["cluster_name"] or "default"
+        kafka = kafka_settings(params["bootstrap_server"], params["command_config"], name)
+        cluster = ClusterConfig(name, kafka, GroupSelection(names=tuple(params["groups"])),
+                                TopicSelection(names=tuple(params["topics"])))
+        config = ExporterConfig(clusters=(cluster,))
+    return apply_flags(config, params)
+
+
+def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfig:
+    overrides: dict[str, Any] = {}
+    if params.get("interval_s") is not None:
+        overrides["interval_s"] = check_interval(params["interval_s"])
+    if params.get("timeout_s") is not None:
+        overrides["timeout_s"] = params["timeout_s"]
+    if params.get("spool_dir"):
+        overrides["spool_dir"] = Path(params["spool_dir"])
+    if params.get("http_port") is not None:
+        overrides["http_port"] = params["http_port"]
+    if params.get("http_host"):
+        overrides["http_host"] = params["http_host"]
+    if params["es_urls"]:
+        index = params["es_index"] or "consumer_lag"
+        overrides["elasticsearch"] = elasticsearch_settings(
+            params["es_urls"], index, params["es_username"], params["es_ca_file"],
+            params.get("timeout_s") or config.timeout_s)
+    elif config.elasticsearch is not None and params["es_index"]:
+        overrides["elasticsearch"] = replace(config.elasticsearch, index=params["es_index"])
+    config = replace(config, **overrides)
+    if config.elasticsearch is not None and config.spool_dir is None:
+        config = replace(config, spool_dir=default_spool_dir(config.elasticsearch.index))
+    return config
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", envvar=f"{ENV}LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@click.option("--log-format", envvar=f"{ENV}LOG_FORMAT", default="text", show_default=True,
-              type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, envvar=f"{ENV}DEBUG",
-              help="Show tracebacks on errors.")
+@option("--log-level", default="info", show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="lag-exporter")
 def cli(log_level: str, log_format: str, debug: bool) -> None:
     """Kafka consumer-group lag, per topic and partition, into Elasticsearch.
 
     Data path: Kafka -> committed offsets and high watermarks -> lag -> documents -> sink.
+    Every option can also be set as LAG_EXPORTER_<OPTION> (e.g. LAG_EXPORTER_BOOTSTRAP_SERVER).
     """
     _Cli.debug = debug
     configure_logging(log_level, log_format)
 
 
 @cli.command()
-@kafka_options
-@elasticsearch_options
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, envvar=f"{ENV}FORMAT")
-def snapshot(
-    bootstrap_server: str | None, command_config: str | None, cluster_name: str,
-    groups: tuple[str, ...], topics: tuple[str, ...], timeout_s: float,
-    es_urls: tuple[str, ...], es_index: str, es_username: str | None, es_ca_file: str | None,
-    output_format: str,
-) -> None:
-    """Take one sample, print it, and write it to Elasticsearch if --es-url is given."""
-    kafka = kafka_settings(bootstrap_server, command_config, cluster_name)
-    elasticsearch = elasticsearch_settings(es_urls, es_index, es_username, es_ca_file, timeout_s)
-    sample = app.take_snapshot(kafka, groups, topics, timeout_s)
+@source_options
+@option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+        show_default=True)
+def snapshot(output_format: str, **params: Any) -> None:
+    """Take one sample, print it, and write it to Elasticsearch if one is configured."""
+    config = resolve_config(params)
+    sample = app.take_snapshot(config)
     for group_lag in sample.groups:
         if group_lag.error:
             click.echo(f"lag-exporter: group {group_lag.group}: {group_lag.error}", err=True)
@@ -143,39 +182,44 @@ def snapshot(
             click.echo(json.dumps(document.source))
     else:
         click.echo(format_table(sample))
-    if elasticsearch is not None:
-        report = app.write_once(elasticsearch, sample)
-        click.echo(f"wrote {report.stored} document(s) to {elasticsearch.index}", err=True)
+    if config.elasticsearch is not None:
+        report = app.write_once(config.elasticsearch, sample)
+        click.echo(f"wrote {report.stored} document(s) to {config.elasticsearch.index}",
+                   err=True)
 
 
 @cli.command()
-@kafka_options
-@elasticsearch_options
-@click.option("--interval", "interval_s", envvar=f"{ENV}INTERVAL", default=1.0,
-              show_default=True, type=float, help="Seconds between samples.")
-@click.option("--summary-interval", "summary_s", envvar=f"{ENV}SUMMARY_INTERVAL", default=10.0,
-              show_default=True, type=float, help="Seconds between one-line lag summaries.")
-@click.option("--spool-dir", envvar=f"{ENV}SPOOL_DIR", metavar="PATH",
-              help="Where undelivered samples wait on disk "
-                   "[default: $XDG_STATE_HOME/lag-exporter/spool/<index>].")
-def watch(
-    bootstrap_server: str | None, command_config: str | None, cluster_name: str,
-    groups: tuple[str, ...], topics: tuple[str, ...], timeout_s: float,
-    es_urls: tuple[str, ...], es_index: str, es_username: str | None, es_ca_file: str | None,
-    interval_s: float, summary_s: float, spool_dir: str | None,
-) -> None:
+@source_options
+@option("--interval", "interval_s", type=float, help="Seconds between samples [default: 1].")
+@option("--summary-interval", "summary_s", default=10.0, show_default=True, type=float,
+        help="Seconds between one-line lag summaries.")
+@option("--spool-dir", metavar="PATH", help="Where undelivered samples wait on disk "
+        "[default: $XDG_STATE_HOME/lag-exporter/spool/<index>].")
+@option("--http-port", type=click.IntRange(0, 65535),
+        help="Serve /metrics (Prometheus) and /healthz on this port.")
+@option("--http-host", help="Address for --http-port [default: 0.0.0.0].")
+def watch(summary_s: float, **params: Any) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print
-    JSON lines when no --es-url is given."""
-    check_interval(interval_s)
-    kafka = kafka_settings(bootstrap_server, command_config, cluster_name)
-    elasticsearch = elasticsearch_settings(es_urls, es_index, es_username, es_ca_file,
-                                           min(timeout_s, max(interval_s, 1.0) * 5))
-    spool = Path(spool_dir) if spool_dir else (
-        default_spool_dir(es_index) if elasticsearch else None)
-    watcher = app.make_watch(kafka, groups, topics, elasticsearch, interval_s,
-                             min(timeout_s, max(interval_s * 5, 2.0)), spool, summary_s)
-    with stop_on_signals(watcher):
-        watcher.run()
+    JSON lines when none is configured. SIGHUP reloads --config."""
+    config = resolve_config(params)
+    reload = (lambda: apply_flags(load_config(params["config"]), params)) if params["config"] \
+        else None
+    service = app.make_service(config, summary_s, reload)
+    with stop_on_signals(service.watch):
+        service.run()
+
+
+@cli.command("check-config")
+@source_options
+def check_config(**params: Any) -> None:
+    """Print the resolved plan (clusters, the groups that match now, topic and partition
+    counts) without writing anything; exit 1 if a cluster cannot be reached."""
+    config = resolve_config(params)
+    lines, reachable = describe_plan(config)
+    for line in lines:
+        click.echo(line)
+    if not reachable:
+        raise click.exceptions.Exit(1)
 
 
 def main() -> None:

@@ -71,6 +71,13 @@ class IsolatedKafkaSource:
     ) -> dict[TopicPartition, int | SourceError]:
         return self._per_key("high_watermarks", list(partitions))
 
+    def list_groups(self) -> list[str] | SourceError:
+        try:
+            answer: list[str] | SourceError = self._call("list_groups")
+        except SourceError as error:
+            return error
+        return answer
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

@@ -162,6 +162,14 @@ class KafkaSource:
                 results[tp] = error
         return results
 
+    def list_groups(self) -> list[str] | SourceError:
+        """Every consumer group id of the cluster (discovery of groups given by regex)."""
+        try:
+            answer = self._result(self._admin.list_consumer_groups(request_timeout=self.timeout_s))
+        except SourceError as error:
+            return error
+        return sorted(listing.group_id for listing in answer.valid)
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _result(self, future: Future[Any]) -> Any:
@@ -185,6 +193,8 @@ class KafkaSource:
 
     def _remember_client_error(self, error: KafkaError) -> None:
         with self._lock:
+            if error.code() == KafkaError._ALL_BROKERS_DOWN and self._last_client_error:
+                return  # "n/n brokers are down" says less than the connection error before it
             self._last_client_error = f"{error.str()} ({error.name()})"
 
     def last_client_error(self) -> str | None:

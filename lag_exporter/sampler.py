@@ -18,6 +18,7 @@ from typing import Protocol
 from lag_exporter.errors import SourceError
 from lag_exporter.lag import commits_beyond_watermark, compute_lags
 from lag_exporter.model import GroupLag, GroupOffsets, Sample, TopicPartition
+from lag_exporter.selection import TopicSelection
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class OffsetSource(Protocol):
     def high_watermarks(
         self, partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int | SourceError]: ...
+
+    def list_groups(self) -> list[str] | SourceError: ...
 
     def close(self) -> None: ...
 
@@ -61,13 +64,15 @@ class Sampler:
         self,
         source: OffsetSource,
         groups: Sequence[str],
-        topics: Sequence[str] = (),
+        topics: TopicSelection | Sequence[str] = (),
         metadata_refresh_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.groups = list(dict.fromkeys(groups))
-        self.topics = list(dict.fromkeys(topics))
+        self.topic_selection = (topics if isinstance(topics, TopicSelection)
+                                else TopicSelection(names=tuple(topics)))
+        self.topics = list(dict.fromkeys(self.topic_selection.names))
         self.metadata_refresh_s = metadata_refresh_s
         self._clock = clock
         self._membership: _Membership | None = None
@@ -143,11 +148,17 @@ class Sampler:
     ) -> list[TopicPartition]:
         assert not isinstance(offsets, SourceError)
         partitions = set(offsets.committed_offsets) | membership.assigned.get(group, frozenset())
-        if self.topics:
-            partitions = {tp for tp in partitions if tp.topic in self.topics}
-            for topic, numbers in membership.topic_partitions.items():
-                partitions.update(TopicPartition(topic, number) for number in numbers)
+        partitions = {tp for tp in partitions if self.topic_selection.allows(tp.topic)}
+        for topic, numbers in membership.topic_partitions.items():
+            partitions.update(TopicPartition(topic, number) for number in numbers)
         return sorted(partitions)
+
+    def set_groups(self, groups: Sequence[str]) -> None:
+        """New group list (discovery, config reload); new groups are described next tick."""
+        added = [g for g in groups if g not in self.groups]
+        self.groups = list(dict.fromkeys(groups))
+        if added:
+            self._membership = None
 
     def _current_membership(self) -> _Membership:
         now = self._clock()

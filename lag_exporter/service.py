@@ -19,10 +19,10 @@ from types import FrameType
 
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SinkError
+from lag_exporter.fleet import Fleet
 from lag_exporter.lag import lag_total
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.sampler import Sampler
 from lag_exporter.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class Delivery(threading.Thread):
         self.sink = sink
         self.max_backoff_s = max_backoff_s
         self.delivered = 0
+        self.failures = 0
+        """Failed delivery attempts, in all."""
         self.failure: str | None = None
         self._stop_after = threading.Event()
 
@@ -72,6 +74,7 @@ class Delivery(threading.Thread):
             self.delivered += 1
 
     def _failed(self, reason: str) -> None:
+        self.failures += 1
         if reason != self.failure:
             log.error("%s: delivery failing, samples queue up (%d waiting): %s",
                       self.sink.name, len(self.outbox), reason)
@@ -125,27 +128,35 @@ class GroupHealth:
 class Watch:
     def __init__(
         self,
-        sampler: Sampler,
+        fleet: Fleet,
         outbox: Outbox,
         sink: Sink,
         interval_s: float = 1.0,
         summary_every_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sampler = sampler
+        self.fleet = fleet
         self.outbox = outbox
         self.delivery = Delivery(outbox, sink)
         self.interval_s = interval_s
         self.summary_every_s = summary_every_s
         self.samples_taken = 0
         self.ticks_skipped = 0
+        self.sample_observers: list[Callable[[Sample], None]] = []
+        """Called with every sample, in the sampling thread (metrics, health): keep them cheap."""
+        self.reload: Callable[[], None] | None = None
         self._clock = clock
         self._stop = threading.Event()
+        self._reload_requested = threading.Event()
         self._health = GroupHealth()
         self._last_summary = 0.0
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Reload before the next tick (from a signal handler: no work done here)."""
+        self._reload_requested.set()
 
     def run(self, max_samples: int | None = None, shutdown_timeout_s: float = 4.0) -> None:
         self.delivery.start()
@@ -156,6 +167,9 @@ class Watch:
             while not self._stop.is_set():
                 if self._stop.wait(max(0.0, start + tick * self.interval_s - self._clock())):
                     break
+                if self._reload_requested.is_set() and self.reload is not None:
+                    self._reload_requested.clear()
+                    self.reload()
                 self._take_sample()
                 if max_samples is not None and self.samples_taken >= max_samples:
                     break
@@ -170,13 +184,14 @@ class Watch:
                 log.warning("stopping with %d undelivered sample(s)%s", len(self.outbox),
                             " (kept in the spool)" if self.outbox.spool_dir else "")
             self.outbox.close()
-            self.sampler.close()
+            self.fleet.close()
             log.info("stopped after %d samples (%d ticks skipped, %d delivered, %d dropped)",
                      self.samples_taken, self.ticks_skipped, self.delivery.delivered,
                      self.outbox.dropped)
 
     def _take_sample(self) -> None:
-        sample = self.sampler.sample()
+        # A slow cluster may use most of the interval, never more: the others' ticks go on.
+        sample = self.fleet.sample(wait_s=self.interval_s * 0.9)
         self.samples_taken += 1
         for warning in sample.warnings:
             log.warning("%s", warning)
@@ -184,6 +199,8 @@ class Watch:
         documents = sample_documents(sample)
         if documents:
             self.outbox.put(documents)
+        for observe in self.sample_observers:
+            observe(sample)
         self._maybe_summarise(sample)
 
     def _maybe_summarise(self, sample: Sample) -> None:
@@ -201,7 +218,8 @@ class Watch:
 
 @contextmanager
 def stop_on_signals(watch: Watch) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the loop to stop after the sample in flight; a second one forces it."""
+    """SIGINT/SIGTERM ask the loop to stop after the sample in flight; a second one forces it.
+    SIGHUP asks for a config reload."""
     received: list[int] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -212,7 +230,12 @@ def stop_on_signals(watch: Watch) -> Iterator[None]:
                  signal.Signals(signum).name)
         watch.stop()
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading the config before the next tick")
+        watch.request_reload()
+
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         yield
     finally:

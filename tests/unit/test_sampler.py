@@ -40,6 +40,10 @@ class FakeKafka:
         return {tp: self.watermarks.get(tp, 0) for tp in partitions}
 
 
+    def list_groups(self) -> list[str] | SourceError:
+        self.calls.append("list")
+        return sorted(g for g in self.committed)
+
     def close(self) -> None:
         self.calls.append("close")
 

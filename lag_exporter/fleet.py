@@ -1,0 +1,148 @@
+"""Every configured cluster, sampled concurrently on each tick, each in its own thread.
+
+A cluster that is down or slow must not cost the others their samples: each tick waits for the
+clusters up to a deadline (a little under the interval); a cluster still busy then is reported as
+failing for that tick, and is not asked again until its sample in flight has finished.
+Groups given by regex are re-discovered every `discovery_interval_s`, in the cluster's own
+thread, so that discovery on a slow cluster delays nobody else either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+
+from lag_exporter.config import ClusterConfig
+from lag_exporter.errors import SourceError
+from lag_exporter.model import GroupLag, Sample
+from lag_exporter.sampler import OffsetSource, Sampler
+
+log = logging.getLogger(__name__)
+
+SourceFactory = Callable[[ClusterConfig], OffsetSource]
+
+
+class ClusterWatch:
+    """One cluster: its Kafka client, its sampler, its group discovery."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        source: OffsetSource,
+        discovery_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.discovery_interval_s = discovery_interval_s
+        self.sampler = Sampler(source, config.groups.select(), config.topics, clock=clock)
+        self._clock = clock
+        self._next_discovery = clock()
+        self._discovery_error: str | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1,
+                                            thread_name_prefix=f"cluster-{config.name}")
+        self._in_flight: Future[Sample] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def submit(self, taken_at: datetime) -> Future[Sample] | None:
+        """Start this tick's sample, unless the previous one is still running (then None)."""
+        if self._in_flight is not None and not self._in_flight.done():
+            return None
+        self._in_flight = self._executor.submit(self.sample, taken_at)
+        return self._in_flight
+
+    def sample(self, taken_at: datetime) -> Sample:
+        if self.config.groups.needs_discovery and self._clock() >= self._next_discovery:
+            self.discover()
+        return self.sampler.sample(taken_at)
+
+    def discover(self) -> None:
+        """Match the cluster's groups against the configured names and patterns."""
+        self._next_discovery = self._clock() + self.discovery_interval_s
+        found = self.source.list_groups()
+        if isinstance(found, SourceError):
+            if str(found) != self._discovery_error:
+                log.error("cluster %s: cannot list consumer groups: %s", self.name, found)
+            self._discovery_error = str(found)
+            self._next_discovery = self._clock()  # try again next tick
+            return
+        self._discovery_error = None
+        groups = self.config.groups.select(found)
+        before = set(self.sampler.groups)
+        for group in sorted(set(groups) - before):
+            log.info("cluster %s: watching group %s", self.name, group)
+        for group in sorted(before - set(groups)):
+            log.info("cluster %s: group %s is gone; no longer reported", self.name, group)
+        self.sampler.set_groups(groups)
+
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """New group/topic selection for the same connection (config reload)."""
+        self.config = config
+        self.sampler.topic_selection = config.topics
+        self.sampler.topics = list(config.topics.names)
+        self.sampler.set_groups(config.groups.select(self.sampler.groups))
+        self._next_discovery = self._clock()
+
+    def failed(self, why: str) -> list[GroupLag]:
+        return [GroupLag(self.name, group, (), error=why) for group in self.sampler.groups]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.sampler.close()
+
+
+class Fleet:
+    def __init__(self, clusters: Sequence[ClusterWatch]) -> None:
+        self.clusters = list(clusters)
+
+    def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
+        """One tick over every cluster; wait_s bounds how long a slow cluster may take."""
+        started = time.monotonic()
+        taken_at = taken_at or datetime.now(UTC)
+        futures = {cluster: cluster.submit(taken_at) for cluster in self.clusters}
+        wait([f for f in futures.values() if f is not None], timeout=wait_s)
+        groups: list[GroupLag] = []
+        warnings: list[str] = []
+        for cluster, future in futures.items():
+            if future is None:
+                groups += cluster.failed("the previous sample is still running (tick skipped)")
+            elif not future.done():
+                groups += cluster.failed("sample took longer than the interval (tick skipped)")
+            elif future.exception() is not None:
+                log.error("cluster %s: sampling failed", cluster.name,
+                          exc_info=future.exception())
+                groups += cluster.failed(f"internal error: {future.exception()!r}")
+            else:
+                sample = future.result()
+                groups += sample.groups
+                warnings += sample.warnings
+        return Sample(taken_at, tuple(groups), time.monotonic() - started, tuple(warnings))
+
+    def reconfigure(self, configs: Sequence[ClusterConfig], make_source: SourceFactory,
+                    discovery_interval_s: float) -> None:
+        """Apply a reloaded config: same connection → keep the client; else replace it."""
+        current = {cluster.name: cluster for cluster in self.clusters}
+        updated = []
+        for config in configs:
+            existing = current.pop(config.name, None)
+            if existing and existing.config.kafka.client_settings == config.kafka.client_settings:
+                existing.reconfigure(config)
+                updated.append(existing)
+            else:
+                if existing:
+                    existing.close()
+                updated.append(ClusterWatch(config, make_source(config), discovery_interval_s))
+        for gone in current.values():
+            log.info("cluster %s removed from the config", gone.name)
+            gone.close()
+        self.clusters = updated
+
+    def close(self) -> None:
+        for cluster in self.clusters:
+            cluster.close()
