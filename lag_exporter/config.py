@@ -248,13 +248,14 @@ def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems
 
 def _cluster(table: dict[str, Any], n: int, base: Path, problems: _Problems
              ) -> ClusterConfig | None:
-    where = f"cluster[{n}]."
-    problems.unknown_keys(table, CLUSTER_KEYS, where)
     name = table.get("name")
     if not isinstance(name, str) or not name:
-        problems.add(f"{where}name", "every [[cluster]] needs a name (it goes into documents)")
+        problems.unknown_keys(table, CLUSTER_KEYS, f"cluster[{n}].")
+        problems.add(f"cluster[{n}].name", "every [[cluster]] needs a name (it goes into "
+                     "documents)")
         return None
     where = f"cluster[{name}]."
+    problems.unknown_keys(table, CLUSTER_KEYS, where)
     client: dict[str, str] = {}
     warnings: list[str] = []
     try:

@@ -67,11 +67,16 @@ def group_documents(timestamp: str, group_lag: GroupLag, with_nulls: bool = Fals
 
 
 def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]:
-    """Documents of every group sampled without error; a failed group has none (never zeros)."""
+    """Documents of every group sampled without error; a failed group has none (never zeros).
+
+    Without with_nulls, a topic with no known lag at all (nothing committed yet, or a deleted
+    topic the group still has commits on) has no document: it would carry no number.
+    """
     timestamp = format_timestamp(sample.taken_at)
     return [
         document
         for group_lag in sample.groups
         if group_lag.error is None
         for document in group_documents(timestamp, group_lag, with_nulls)
+        if with_nulls or "lag_total" in document.source
     ]

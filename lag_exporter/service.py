@@ -149,6 +149,7 @@ class Watch:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._health = GroupHealth()
+        self._warnings_shown: set[str] = set()
         self._last_summary = 0.0
 
     def stop(self) -> None:
@@ -193,8 +194,9 @@ class Watch:
         # A slow cluster may use most of the interval, never more: the others' ticks go on.
         sample = self.fleet.sample(wait_s=self.interval_s * 0.9)
         self.samples_taken += 1
-        for warning in sample.warnings:
-            log.warning("%s", warning)
+        for warning in sorted(set(sample.warnings) - self._warnings_shown):
+            log.warning("%s", warning)  # once while it lasts, not every tick
+        self._warnings_shown = set(sample.warnings)
         self._health.update(sample)
         documents = sample_documents(sample)
         if documents:

@@ -84,3 +84,10 @@ def test_mapping_json_maps_partition_fields_to_long_and_names_to_keyword() -> No
     assert {properties[k]["type"] for k in ("topic", "group", "cluster")} == {"keyword"}
     assert properties["@timestamp"]["type"] == "date"
     assert properties["lag_total"]["type"] == properties["lag_max"]["type"] == "long"
+
+
+def test_topic_with_no_known_lag_has_no_document_but_shows_in_json() -> None:
+    group = GroupLag("c", "g", (lag("t", 0, None, 10), lag("u", 0, 1, 3)))
+    assert [d.source["topic"] for d in sample_documents(sample(group))] == ["u"]
+    assert [d.source["topic"] for d in sample_documents(sample(group), with_nulls=True)] == [
+        "t", "u"]

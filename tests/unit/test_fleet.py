@@ -1,0 +1,92 @@
+"""The fleet with fake clusters: isolation of slow clusters, discovery, reload (pure logic)."""
+
+import re
+import threading
+from collections.abc import Sequence
+
+from lag_exporter.config import ClusterConfig, KafkaSettings
+from lag_exporter.errors import SourceError
+from lag_exporter.fleet import ClusterWatch, Fleet
+from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.selection import GroupSelection, TopicSelection
+
+TP = TopicPartition
+
+
+class FakeCluster:
+    def __init__(self, name: str, groups: list[str]) -> None:
+        self.cluster = name
+        self.groups = groups
+        self.block = threading.Event()
+        self.slow = False
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
+        if self.slow:
+            self.block.wait(5)
+        return {g: GroupOffsets(g, {TP("t", 0): 1}) for g in groups}
+
+    def group_members(
+        self, groups: Sequence[str]
+    ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        return {g: ("EMPTY", frozenset()) for g in groups}
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
+        return {}
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int | SourceError]:
+        return {tp: 5 for tp in partitions}
+
+    def list_groups(self) -> list[str] | SourceError:
+        return list(self.groups)
+
+    def close(self) -> None:
+        self.block.set()
+
+
+def config(name: str, names: tuple[str, ...] = (), pattern: str | None = None) -> ClusterConfig:
+    return ClusterConfig(name, KafkaSettings(name, {"bootstrap.servers": f"{name}:9092"}),
+                         GroupSelection(names, (re.compile(pattern),) if pattern else ()),
+                         TopicSelection())
+
+
+def test_a_slow_cluster_does_not_hold_up_the_others() -> None:
+    fast, slow = FakeCluster("fast", []), FakeCluster("slow", [])
+    slow.slow = True
+    fleet = Fleet([ClusterWatch(config("fast", ("a",)), fast),
+                   ClusterWatch(config("slow", ("b",)), slow)])
+    first = {g.cluster: g for g in fleet.sample(wait_s=0.2).groups}
+    assert first["fast"].error is None and first["fast"].partitions[0].lag == 4
+    assert first["slow"].error == "sample took longer than the interval (tick skipped)"
+    second = {g.cluster: g for g in fleet.sample(wait_s=0.2).groups}
+    assert second["fast"].error is None
+    assert second["slow"].error == "the previous sample is still running (tick skipped)"
+    slow.slow = False
+    slow.block.set()
+    fleet.close()
+
+
+def test_groups_found_by_regex_come_and_go_with_discovery() -> None:
+    kafka = FakeCluster("c", ["mirror-1", "other"])
+    watch = ClusterWatch(config("c", pattern="^mirror-"), kafka, discovery_interval_s=0)
+    fleet = Fleet([watch])
+    assert [g.group for g in fleet.sample().groups] == ["mirror-1"]
+    kafka.groups = ["mirror-2"]
+    assert [g.group for g in fleet.sample().groups] == ["mirror-2"]
+    fleet.close()
+
+
+def test_reload_keeps_the_client_of_an_unchanged_connection() -> None:
+    made: list[str] = []
+
+    def make_source(cluster: ClusterConfig) -> FakeCluster:
+        made.append(cluster.name)
+        return FakeCluster(cluster.name, [])
+
+    fleet = Fleet([ClusterWatch(config("a", ("g1",)), make_source(config("a")))])
+    fleet.reconfigure([config("a", ("g1", "g2")), config("b", ("h",))], make_source, 30)
+    assert made == ["a", "b"]  # "a" kept its client
+    assert sorted((g.cluster, g.group) for g in fleet.sample().groups) == [
+        ("a", "g1"), ("a", "g2"), ("b", "h")]
+    fleet.close()
