@@ -70,7 +70,8 @@ class ClusterWatch:
             if str(found) != self._discovery_error:
                 log.error("cluster %s: cannot list consumer groups: %s", self.name, found)
             self._discovery_error = str(found)
-            self._next_discovery = self._clock()  # try again next tick
+            # Retry soon, but not every tick: each failed attempt can cost a whole timeout.
+            self._next_discovery = self._clock() + min(self.discovery_interval_s, 5.0)
             return
         self._discovery_error = None
         groups = self.config.groups.select(found)

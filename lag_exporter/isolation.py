@@ -53,6 +53,7 @@ class IsolatedKafkaSource:
         self._settings = dict(client_settings)
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._closed = False
         self.restarts = 0
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
@@ -79,12 +80,17 @@ class IsolatedKafkaSource:
         return answer
 
     def close(self) -> None:
+        """Stop the child now, even mid-request (it holds no state worth a clean exit)."""
+        self._closed = True
+        self._stop_child()
+
+    def _stop_child(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()  # a caller blocked on the pipe sees EOF at once
+            self._process.join(timeout=2)
         if self._conn is not None:
             self._conn.close()
-        if self._process is not None:
-            self._process.join(timeout=2)
-            if self._process.is_alive():
-                self._process.kill()
         self._process = self._conn = None
 
     # -- plumbing --------------------------------------------------------------------------
@@ -112,12 +118,18 @@ class IsolatedKafkaSource:
                 raise SourceError(f"Kafka client of cluster {self.cluster} hung; restarted it")
             return conn.recv()
         except (EOFError, OSError) as error:
+            if self._closed:
+                raise SourceError(f"Kafka client of cluster {self.cluster} is closed") from error
+            if self._process is not None:
+                self._process.join(timeout=1)  # reap it, to say how it ended
             exit_code = self._process.exitcode if self._process is not None else None
             self._restart(f"died (exit code {exit_code})")
             raise SourceError(f"Kafka client of cluster {self.cluster} crashed "
                               f"(exit code {exit_code}); restarted it") from error
 
     def _child(self) -> Connection:
+        if self._closed:
+            raise SourceError(f"Kafka client of cluster {self.cluster} is closed")
         if self._process is not None and not self._process.is_alive():
             self._restart(f"died (exit code {self._process.exitcode})")
         if self._conn is None or self._process is None:
@@ -133,6 +145,4 @@ class IsolatedKafkaSource:
     def _restart(self, why: str) -> None:
         log.warning("Kafka client process of cluster %s %s; starting a new one", self.cluster, why)
         self.restarts += 1
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
-        self.close()
+        self._stop_child()

@@ -1,0 +1,195 @@
+"""One process, both clusters of the stack, several groups (one found by regex): discovery,
+isolation of failures, /metrics against Elasticsearch, and SIGHUP reload."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import time
+import urllib.request
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from helpers import (
+    ExporterProcess,
+    SteadyProducer,
+    commit,
+    create_topic,
+    produce,
+    search_all,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from stack.stackctl import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def stamp(doc: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(doc["@timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def stamps_by_group(documents: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    found: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for doc in documents:
+        found[(doc["cluster"], doc["group"])].append(stamp(doc))
+    return {key: sorted(set(values)) for key, values in found.items()}
+
+
+def largest_gap(stamps: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+
+
+def group_with_lag(bootstrap: str, topic: str, group: str, partitions: int = 2) -> None:
+    create_topic(bootstrap, topic, partitions)
+    produce(bootstrap, topic, {p: 6 for p in range(partitions)})
+    commit(bootstrap, group, {(topic, p): 2 for p in range(partitions)})
+
+
+@pytest.fixture
+def restart_source(stack: Stack):  # type: ignore[no-untyped-def]
+    yield
+    stack.start("kafka-source")
+
+
+def test_two_clusters_discovery_and_failures_stay_apart(
+    stack: Stack, unique_name: str, tmp_path: Path, restart_source: None
+) -> None:
+    u = unique_name
+    group_with_lag(stack.source_bootstrap, f"fleet.{u}.a", f"src-a-{u}")
+    group_with_lag(stack.source_bootstrap, f"fleet.{u}.gone", f"src-gone-{u}")
+    group_with_lag(stack.target_bootstrap, f"fleet.{u}.t", f"tgt-{u}")
+    index = f"fleet-{u}"
+    config = tmp_path / "lag-exporter.toml"
+    config.write_text(f"""
+interval = 1
+discovery_interval = 3
+[elasticsearch]
+urls = ["{stack.es_url}"]
+index = "{index}"
+[[cluster]]
+name = "src"
+bootstrap_servers = "{stack.source_bootstrap}"
+groups = ["src-a-{u}", "src-gone-{u}"]
+group_patterns = ["^disc-{u}-"]
+[[cluster]]
+name = "tgt"
+bootstrap_servers = "{stack.target_bootstrap}"
+groups = ["tgt-{u}"]
+""")
+    exporter = ExporterProcess("--config", str(config), "--spool-dir", str(tmp_path / "spool"))
+    time.sleep(4)
+    # a group matching the regex appears while watch runs
+    group_with_lag(stack.source_bootstrap, f"fleet.{u}.disc", f"disc-{u}-1")
+    created = time.time()
+    time.sleep(6)
+    # a topic a group has commits on is deleted
+    admin = AdminClient({"bootstrap.servers": stack.source_bootstrap})
+    admin.delete_topics([f"fleet.{u}.gone"])[f"fleet.{u}.gone"].result(timeout=30)
+    time.sleep(4)
+    # the source broker goes away: the target cluster's samples go on
+    stack.stop("kafka-source")
+    stopped = time.time()
+    time.sleep(8)
+    stack.start("kafka-source")
+    restarted = time.time()
+    time.sleep(12)
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+
+    by_group = stamps_by_group(search_all(stack.es_url, index))
+    target = by_group[("tgt", f"tgt-{u}")]
+    assert largest_gap(target) < 1.5  # not one tick lost while the source was down
+    assert len(target) >= exporter.samples_taken() - 1
+    discovered = by_group[("src", f"disc-{u}-1")]
+    assert discovered[0] - created < 3 + 2  # within one discovery period (+ a tick)
+    source_a = by_group[("src", f"src-a-{u}")]
+    before_outage = [s for s in source_a if s < stopped - 1]
+    assert largest_gap(before_outage) < 1.5  # the deleted topic broke nothing
+    assert any(s > restarted for s in source_a)  # and it came back after the outage
+    assert exporter.stderr.count("cluster src: cannot sample") == 1, exporter.stderr
+    assert "cluster tgt" not in exporter.stderr
+    assert f"watching group disc-{u}-1" in exporter.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape(port: int) -> dict[str, list[Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_metrics_agree_with_the_documents_of_the_same_tick(
+    stack: Stack, unique_name: str, tmp_path: Path
+) -> None:
+    topic, group, index = f"metrics.{unique_name}", f"metrics-{unique_name}", f"m-{unique_name}"
+    group_with_lag(stack.source_bootstrap, topic, group, partitions=3)
+    port = free_port()
+    with SteadyProducer(stack.source_bootstrap, topic, 3, rate=100):  # lag moves every tick
+        exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                                   "--es-url", stack.es_url, "--es-index", index,
+                                   "--spool-dir", str(tmp_path), "--http-port", str(port))
+        time.sleep(4)
+        metrics = scrape(port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+        time.sleep(2)
+        code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    (last,) = metrics["lag_exporter_last_sample_timestamp_seconds"]
+    documents = {round(stamp(doc), 3): doc for doc in search_all(stack.es_url, index)}
+    doc = documents[round(last.value, 3)]  # the document of the tick the scrape saw
+    lags = {int(s.labels["partition"]): s.value for s in metrics["kafka_consumergroup_group_lag"]
+            if s.labels["group"] == group}
+    assert lags == {p: doc[f"p{p}"] for p in range(3)}
+    (total,) = [s.value for s in metrics["kafka_consumergroup_group_topic_sum_lag"]
+                if s.labels["topic"] == topic]
+    assert total == doc["lag_total"]
+
+
+def test_sighup_adds_a_group_without_a_gap_and_rejects_a_bad_config(
+    stack: Stack, unique_name: str, tmp_path: Path
+) -> None:
+    u = unique_name
+    group_with_lag(stack.source_bootstrap, f"hup.{u}.1", f"hup1-{u}")
+    group_with_lag(stack.source_bootstrap, f"hup.{u}.2", f"hup2-{u}")
+    index = f"hup-{u}"
+    config = tmp_path / "lag-exporter.toml"
+    body = f"""
+[elasticsearch]
+urls = ["{stack.es_url}"]
+index = "{index}"
+[[cluster]]
+name = "src"
+bootstrap_servers = "{stack.source_bootstrap}"
+"""
+    config.write_text(body + f'groups = ["hup1-{u}"]\n')
+    exporter = ExporterProcess("--config", str(config), "--spool-dir", str(tmp_path / "spool"))
+    time.sleep(4)
+    config.write_text(body + f'groups = ["hup1-{u}"]\ngroup_patterns = ["(broken"]\n')
+    exporter.process.send_signal(signal.SIGHUP)
+    time.sleep(3)
+    config.write_text(body + f'groups = ["hup1-{u}", "hup2-{u}"]\n')
+    exporter.process.send_signal(signal.SIGHUP)
+    reloaded = time.time()
+    time.sleep(4)
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    assert exporter.stderr.count("config reload rejected") == 1
+    assert "invalid regex '(broken'" in exporter.stderr
+    by_group = stamps_by_group(search_all(stack.es_url, index))
+    first, second = by_group[("src", f"hup1-{u}")], by_group[("src", f"hup2-{u}")]
+    assert largest_gap(first) < 1.5  # no gap through both reloads
+    assert len(first) == exporter.samples_taken()
+    assert reloaded - 0.5 < second[0] < reloaded + 2.5
