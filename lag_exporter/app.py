@@ -120,8 +120,9 @@ def make_service(
     """Build a watch from config; load_config (if given) is called again on SIGHUP."""
     timeout_s = kafka_timeout(config)
     make_source = source_factory(timeout_s, isolated=True)
-    sink = make_sink(config.elasticsearch)
+    # Local checks (the spool directory) before anything touches Elasticsearch.
     outbox = Outbox(config.spool_dir if config.elasticsearch is not None else None)
+    sink = make_sink(config.elasticsearch)
     watch = Watch(make_fleet(config, make_source), outbox, sink, config.interval_s,
                   summary_every_s)
     endpoint = None

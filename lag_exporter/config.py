@@ -74,18 +74,17 @@ def check_index_name(index: str) -> str:
 
 
 def check_es_url(url: str) -> str:
+    if "@" in url:  # checked first: the message below shows the URL
+        raise ConfigError("Elasticsearch URL must not carry credentials: use --es-username "
+                          f"and ${ES_PASSWORD_ENV} (or ${ES_API_KEY_ENV})")
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-        shown = f"{parts.scheme}://{parts.hostname}" if parts.hostname else "the value given"
-        raise ConfigError(f"malformed Elasticsearch URL ({shown}): expected "
+        raise ConfigError(f"malformed Elasticsearch URL {url!r}: expected "
                           "http(s)://host[:port], e.g. http://127.0.0.1:9200")
-    if parts.password or parts.username:
-        raise ConfigError("Elasticsearch URL must not carry credentials: use --es-username "
-                          f"and ${ES_PASSWORD_ENV} (or ${ES_API_KEY_ENV})")
     return url
 
 
@@ -279,7 +278,7 @@ def _cluster(table: dict[str, Any], n: int, base: Path, problems: _Problems
     groups = GroupSelection(_strings(table, "groups", problems, where),
                             _regexes(table, "group_patterns", problems, where),
                             _regexes(table, "exclude_groups", problems, where))
-    if not groups.names and not groups.patterns:
+    if not groups.names and not table.get("group_patterns"):
         problems.add(f"{where}groups", "give groups and/or group_patterns")
     topics = TopicSelection(_strings(table, "topics", problems, where),
                             _regexes(table, "topic_patterns", problems, where),
