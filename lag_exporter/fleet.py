@@ -42,6 +42,7 @@ class ClusterWatch:
         self._clock = clock
         self._next_discovery = clock()
         self._discovery_error: str | None = None
+        self._missing_once: set[str] = set()
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"cluster-{config.name}")
         self._in_flight: Future[Sample] | None = None
@@ -76,9 +77,15 @@ class ClusterWatch:
         self._discovery_error = None
         groups = self.config.groups.select(found)
         before = set(self.sampler.groups)
+        # A group missing from one listing may be a broker still loading its groups: it is
+        # dropped only when the next listing misses it too.
+        missing = before - set(groups)
+        gone = missing & self._missing_once
+        self._missing_once = missing - gone
+        groups += sorted(self._missing_once)
         for group in sorted(set(groups) - before):
             log.info("cluster %s: watching group %s", self.name, group)
-        for group in sorted(before - set(groups)):
+        for group in sorted(gone):
             log.info("cluster %s: group %s is gone; no longer reported", self.name, group)
         self.sampler.set_groups(groups)
 

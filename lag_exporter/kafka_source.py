@@ -35,6 +35,17 @@ _librdkafka_log = logging.getLogger("lag_exporter.librdkafka")
 
 GROUP_NOT_FOUND_STATES = {"DEAD"}
 
+# After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
+# after a broker restart, ListOffsets kept failing with FENCED_LEADER_EPOCH (stale cached leader
+# epochs) and OffsetFetch kept timing out, while a new client worked at once. So the client is
+# replaced before the next sample.
+STALE_CLIENT_ERRORS = {
+    KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE,
+}
+
 
 class _DebugOnlyLogger:
     """librdkafka log lines go to DEBUG: they are per-connection noise during an outage."""
@@ -67,12 +78,18 @@ class KafkaSource:
         settings.setdefault("reconnect.backoff.max.ms", 1000)
         settings["logger"] = _DebugOnlyLogger()
         settings["error_cb"] = self._remember_client_error
+        self._settings = settings
         self._admin = AdminClient(settings)
+        self._stale = False
 
     # -- the three requests a sample needs -------------------------------------------------
 
     def committed_offsets(self, groups: Iterable[str]) -> dict[str, GroupOffsets | SourceError]:
         """The committed offsets of each group: one OffsetFetch per group, all in flight at once."""
+        if self._stale:  # this is the first request of a sample: start it with a sound client
+            log.debug("cluster %s: replacing the Kafka client after errors", self.cluster)
+            self._admin = AdminClient(self._settings)
+            self._stale = False
         self._admin.poll(0)  # serve queued client callbacks (errors, statistics) once per sample
         futures = {
             group: self._admin.list_consumer_group_offsets(
@@ -168,6 +185,10 @@ class KafkaSource:
             answer = self._result(self._admin.list_consumer_groups(request_timeout=self.timeout_s))
         except SourceError as error:
             return error
+        if answer.errors:
+            # Some broker did not answer (e.g. still loading after a restart): a partial list
+            # would make groups look deleted.
+            return SourceError(f"incomplete group list: {describe_kafka_error(answer.errors[0])}")
         return sorted(listing.group_id for listing in answer.valid)
 
     # -- plumbing --------------------------------------------------------------------------
@@ -176,6 +197,9 @@ class KafkaSource:
         try:
             return future.result(timeout=self.timeout_s + 1)
         except (KafkaException, TimeoutError) as error:
+            code = error.args[0].code() if isinstance(error, KafkaException) and error.args \
+                and isinstance(error.args[0], KafkaError) else KafkaError._TIMED_OUT
+            self._stale = self._stale or code in STALE_CLIENT_ERRORS
             raise SourceError(self._explain(error)) from error
 
     def _explain(self, error: BaseException) -> str:

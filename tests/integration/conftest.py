@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from helpers import wait_until_kafka_serves  # noqa: E402
 
 from stack import stackctl  # noqa: E402
 
@@ -33,3 +36,18 @@ def stack() -> stackctl.Stack:
 def unique_name() -> str:
     """A fresh lowercase name, valid in topic, group and index names."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def restart_elasticsearch(stack: stackctl.Stack) -> Iterator[None]:
+    """For tests that stop Elasticsearch: it runs again afterwards, even if the test failed."""
+    yield
+    stack.start("elasticsearch")
+
+
+@pytest.fixture
+def restart_source(stack: stackctl.Stack) -> Iterator[None]:
+    """For tests that stop the source broker: it runs and serves again afterwards."""
+    yield
+    stack.start("kafka-source")
+    wait_until_kafka_serves(stack.source_bootstrap)

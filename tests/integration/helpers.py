@@ -12,9 +12,16 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
@@ -27,6 +34,14 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30)
     futures[topic].result(timeout=60)
+    deadline = time.monotonic() + 30  # the topic exists before its partitions have leaders
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(topic, timeout=5).topics[topic]
+        if metadata.error is None and len(metadata.partitions) == partitions and all(
+                p.leader >= 0 for p in metadata.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"topic {topic} has no leader for every partition after 30 s")
 
 
 def produce(bootstrap: str, topic: str, counts: Mapping[int, int]) -> None:
@@ -139,7 +154,11 @@ class ExporterProcess:
         """Send sig; return (exit code, seconds it took to exit)."""
         started = time.monotonic()
         self.process.send_signal(sig)
-        self.stdout, self.stderr = self.process.communicate(timeout=timeout)
+        try:
+            self.stdout, self.stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()  # never leave an exporter running behind a failed test
+            raise
         return self.process.returncode, time.monotonic() - started
 
     def kill(self) -> None:
@@ -154,19 +173,52 @@ class ExporterProcess:
         return int(match.group(1))
 
 
+def doc_time(doc: Mapping[str, Any]) -> float:
+    """A document's @timestamp as Unix seconds."""
+    return datetime.fromisoformat(str(doc["@timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def wait_until_kafka_serves(bootstrap: str, timeout: float = 60) -> float:
+    """After a broker restart: block until groups can be listed completely and every partition
+    has a leader (the port opens before that). Returns the time it was reached."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            listing = admin.list_consumer_groups(request_timeout=5).result(timeout=10)
+            metadata = admin.list_topics(timeout=5)
+            leaderless = [p for t in metadata.topics.values() for p in t.partitions.values()
+                          if p.leader < 0]
+            if not listing.errors and not leaderless:
+                return time.time()
+        except KafkaException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"Kafka at {bootstrap} did not serve within {timeout} s")
+
+
 def offsets_now(bootstrap: str, group: str, topic: str, partitions: int
                 ) -> tuple[dict[int, int], dict[int, int]]:
-    """(high watermarks, committed offsets) of one topic, read straight from Kafka."""
+    """(high watermarks, committed offsets) of one topic, read straight from Kafka. Retries for
+    a few seconds: a new topic's leader can answer NOT_LEADER for a moment after creation."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p)
                                                     for p in range(partitions)])]
-    answer = admin.list_consumer_group_offsets(request)[group].result(timeout=30)
-    committed = {tp.partition: tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
     latest = {TopicPartition(topic, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
               for p in range(partitions)}
-    watermarks = {tp.partition: future.result(timeout=30).offset
-                  for tp, future in admin.list_offsets(latest).items()}
-    return watermarks, committed
+    for attempt in range(20):
+        try:
+            answer = admin.list_consumer_group_offsets(request)[group].result(timeout=30)
+            watermarks = {tp.partition: future.result(timeout=30).offset
+                          for tp, future in admin.list_offsets(latest).items()}
+        except KafkaException:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+            continue
+        committed = {tp.partition: tp.offset for tp in answer.topic_partitions if tp.offset >= 0}
+        return watermarks, committed
+    raise AssertionError("unreachable")
 
 
 class SteadyProducer:

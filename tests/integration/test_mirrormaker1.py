@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,10 @@ from helpers import (
     SteadyProducer,
     create_topic,
     describe_group,
+    doc_time,
     offsets_now,
     search_all,
+    wait_until_kafka_serves,
 )
 
 from stack.stackctl import Stack
@@ -69,6 +70,7 @@ def test_30_second_watch_matches_kafka_consumer_groups(
     stack: Stack, unique_name: str, tmp_path: Path
 ) -> None:
     topic, index = f"oasis.{unique_name}", f"mm1-{unique_name}"
+    wait_until_kafka_serves(stack.source_bootstrap)  # an earlier test may have restarted it
     create_topic(stack.source_bootstrap, topic, PARTITIONS)
     with SteadyProducer(stack.source_bootstrap, topic, PARTITIONS, rate=300) as producer:
         wait_for_mirroring(stack, topic)
@@ -98,7 +100,7 @@ def test_30_second_watch_matches_kafka_consumer_groups(
             assert row.lag is not None
             assert reading.lowest[row.partition] <= row.lag <= reading.highest[row.partition]
         for doc in documents:
-            stamp = datetime.fromisoformat(doc["@timestamp"].replace("Z", "+00:00")).timestamp()
+            stamp = doc_time(doc)
             if not reading.started <= stamp <= reading.finished - 0.5:
                 continue
             for p in range(PARTITIONS):

@@ -7,7 +7,6 @@ import json
 import signal
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from helpers import (
     ExporterProcess,
     commit,
     create_topic,
+    doc_time,
     produce,
     search_all,
 )
@@ -22,10 +22,6 @@ from helpers import (
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def parse_time(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture
@@ -58,7 +54,7 @@ def test_one_document_per_topic_per_tick_and_clean_sigterm(
     assert set(per_topic.values()) == {samples}  # every sample delivered, once
     assert len({doc["_id"] for doc in documents}) == len(documents)
     assert {(doc["p0"], doc["p1"], doc["lag_total"]) for doc in documents} == {(3, 5, 8)}
-    stamps = sorted({parse_time(doc["@timestamp"]) for doc in documents})
+    stamps = sorted({doc_time(doc) for doc in documents})
     gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
     assert all(0.8 < gap < 1.2 for gap in gaps), gaps  # a fixed 1 s schedule
     assert list((tmp_path / "spool").glob("*.json")) == []
