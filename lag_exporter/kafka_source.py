@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("lag_exporter.librdkafka")
 
 GROUP_NOT_FOUND_STATES = {"DEAD"}
+LIST_OFFSETS_CHUNK = 1000
 
 # After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
 # after a broker restart, ListOffsets kept failing with FENCED_LEADER_EPOCH (stale cached leader
@@ -157,19 +158,22 @@ class KafkaSource:
     def high_watermarks(
         self, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, int | SourceError]:
-        """Log-end offsets (READ_UNCOMMITTED, as kafka-consumer-groups uses): one batched call,
-        which librdkafka splits into one ListOffsets request per partition leader."""
-        request = {
-            KafkaTopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
-            for tp in set(partitions)
-        }
-        if not request:
-            return {}
-        futures = self._admin.list_offsets(
-            request,
-            isolation_level=IsolationLevel.READ_UNCOMMITTED,
-            request_timeout=self.timeout_s,
-        )
+        """Log-end offsets (READ_UNCOMMITTED, as kafka-consumer-groups uses), batched: librdkafka
+        sends one ListOffsets request per partition leader and call."""
+        unique = list(set(partitions))
+        futures: dict[KafkaTopicPartition, Future[Any]] = {}
+        # list_offsets costs grow faster than linearly with the partitions per call (10,000 in
+        # one call: ~0.9 s of CPU; 10 calls of 1,000: ~0.3 s), so submit chunks, all in flight.
+        for start in range(0, len(unique), LIST_OFFSETS_CHUNK):
+            request = {
+                KafkaTopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                for tp in unique[start:start + LIST_OFFSETS_CHUNK]
+            }
+            futures.update(self._admin.list_offsets(
+                request,
+                isolation_level=IsolationLevel.READ_UNCOMMITTED,
+                request_timeout=self.timeout_s,
+            ))
         results: dict[TopicPartition, int | SourceError] = {}
         for kafka_tp, future in futures.items():
             tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)

@@ -32,7 +32,7 @@ def compute_lags(
             high_watermark=high_watermarks.get(tp),
             lag=partition_lag(committed_offsets.get(tp), high_watermarks.get(tp)),
         )
-        for tp in sorted(set(partitions))
+        for tp in sorted(set(partitions), key=lambda tp: (tp.topic, tp.partition))
     )
 
 

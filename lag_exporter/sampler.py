@@ -90,12 +90,12 @@ class Sampler:
 
         wanted = {group: self._partitions_of(group, committed[group], membership)
                   for group in self.groups if not isinstance(committed[group], SourceError)}
-        all_partitions = sorted({tp for partitions in wanted.values() for tp in partitions})
+        all_partitions = list({tp for partitions in wanted.values() for tp in partitions})
         watermarks = self.source.high_watermarks(all_partitions)
         high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
-        for tp, hw in sorted(watermarks.items(), key=lambda item: item[0]):
-            if isinstance(hw, SourceError):
-                warnings.append(f"no end offset for {tp.topic}/{tp.partition}: {hw}")
+        failed = [(tp, hw) for tp, hw in watermarks.items() if isinstance(hw, SourceError)]
+        for tp, hw in sorted(failed, key=lambda item: (item[0].topic, item[0].partition)):
+            warnings.append(f"no end offset for {tp.topic}/{tp.partition}: {hw}")
 
         group_lags = tuple(
             self._group_lag(group, committed[group], wanted.get(group, []), high_watermarks,
@@ -151,7 +151,7 @@ class Sampler:
         partitions = {tp for tp in partitions if self.topic_selection.allows(tp.topic)}
         for topic, numbers in membership.topic_partitions.items():
             partitions.update(TopicPartition(topic, number) for number in numbers)
-        return sorted(partitions)
+        return sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
 
     def set_groups(self, groups: Sequence[str]) -> None:
         """New group list (discovery, config reload); new groups are described next tick."""
