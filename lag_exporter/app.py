@@ -9,22 +9,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lag_exporter.config import ClusterConfig, ExporterConfig
+from lag_exporter.config import ClusterConfig, ElasticsearchSettings, ExporterConfig
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
 from lag_exporter.fleet import ClusterWatch, Fleet
-from lag_exporter.http_endpoint import HttpEndpoint
 from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
-from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sampler import OffsetSource
 from lag_exporter.service import Watch
 from lag_exporter.sinks import DeliveryReport, Sink
-from lag_exporter.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink
 from lag_exporter.sinks.stdout import StdoutSink
+
+if TYPE_CHECKING:
+    from lag_exporter.http_endpoint import HttpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def take_snapshot(config: ExporterConfig) -> Sample:
 def make_sink(elasticsearch: ElasticsearchSettings | None) -> Sink:
     if elasticsearch is None:
         return StdoutSink()
+    from lag_exporter.sinks.elasticsearch import ElasticsearchSink  # 0.3 s: only when needed
+
     sink = ElasticsearchSink(elasticsearch)
     try:
         sink.ensure_index()  # fail fast on refused credentials or a bad index name
@@ -84,6 +87,8 @@ def make_sink(elasticsearch: ElasticsearchSettings | None) -> Sink:
 
 def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> DeliveryReport:
     """snapshot's write: synchronous, one bulk request."""
+    from lag_exporter.sinks.elasticsearch import ElasticsearchSink  # 0.3 s: only when needed
+
     sink = ElasticsearchSink(elasticsearch)
     try:
         sink.ensure_index()
@@ -100,7 +105,7 @@ class Service:
     """A running watch with its optional HTTP endpoint."""
 
     watch: Watch
-    endpoint: HttpEndpoint | None = None
+    endpoint: HttpEndpoint | None = None  # imported lazily, like the Elasticsearch client
 
     def run(self) -> None:
         if self.endpoint is not None:
@@ -127,6 +132,9 @@ def make_service(
                   summary_every_s)
     endpoint = None
     if config.http_port is not None:
+        from lag_exporter.http_endpoint import HttpEndpoint
+        from lag_exporter.metrics import Health, LagMetrics
+
         metrics, health = LagMetrics(), Health(config.interval_s)
         watch.sample_observers += [
             metrics.observe, health.observe,

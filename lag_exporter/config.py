@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import load_command_config, to_librdkafka
 from lag_exporter.selection import GroupSelection, TopicSelection
-from lag_exporter.sinks.elasticsearch import ElasticsearchSettings
 
 # Secrets come from the environment (or files), never from argv, where `ps` shows them.
 ES_PASSWORD_ENV = "LAG_EXPORTER_ES_PASSWORD"
@@ -21,6 +20,20 @@ ES_API_KEY_ENV = "LAG_EXPORTER_ES_API_KEY"
 
 # Elasticsearch's own rules for index names.
 _INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+
+
+@dataclass(frozen=True)
+class ElasticsearchSettings:
+    urls: tuple[str, ...]
+    index: str = "consumer_lag"
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    ca_file: str | None = None
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:  # never show secrets, even in a debugger or a traceback
+        return f"ElasticsearchSettings(urls={self.urls!r}, index={self.index!r})"
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,11 @@ def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]
     Without with_nulls, a topic with no known lag at all (nothing committed yet, or a deleted
     topic the group still has commits on) has no document: it would carry no number.
     """
-    timestamp = format_timestamp(sample.taken_at)
     return [
         document
         for group_lag in sample.groups
         if group_lag.error is None
-        for document in group_documents(timestamp, group_lag, with_nulls)
+        for document in group_documents(
+            format_timestamp(group_lag.taken_at or sample.taken_at), group_lag, with_nulls)
         if with_nulls or "lag_total" in document.source
     ]

@@ -1,8 +1,9 @@
 """Every configured cluster, sampled concurrently on each tick, each in its own thread.
 
 A cluster that is down or slow must not cost the others their samples: each tick waits for the
-clusters up to a deadline (a little under the interval); a cluster still busy then is reported as
-failing for that tick, and is not asked again until its sample in flight has finished.
+clusters up to a deadline (a little under the interval). A cluster whose sample is not finished
+by then skips ticks until it is; its sample is then handed on with the time it was taken (late,
+never lost), and the next one starts.
 Groups given by regex are re-discovered every `discovery_interval_s`, in the cluster's own
 thread, so that discovery on a slow cluster delays nobody else either.
 """
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from lag_exporter.config import ClusterConfig
@@ -51,12 +53,24 @@ class ClusterWatch:
     def name(self) -> str:
         return self.config.name
 
-    def submit(self, taken_at: datetime) -> Future[Sample] | None:
-        """Start this tick's sample, unless the previous one is still running (then None)."""
-        if self._in_flight is not None and not self._in_flight.done():
-            return None
-        self._in_flight = self._executor.submit(self.sample, taken_at)
+    def start(self, taken_at: datetime) -> None:
+        """Start this tick's sample, unless the previous one is still running or not collected."""
+        if self._in_flight is None:
+            self._in_flight = self._executor.submit(self.sample, taken_at)
+
+    def in_flight(self) -> Future[Sample] | None:
         return self._in_flight
+
+    def collect(self) -> Sample | None:
+        """The finished sample, once (None while it is still running)."""
+        if self._in_flight is None or not self._in_flight.done():
+            return None
+        finished, self._in_flight = self._in_flight, None
+        error = finished.exception()
+        if error is not None:
+            log.error("cluster %s: sampling failed", self.name, exc_info=error)
+            return Sample(datetime.now(UTC), tuple(self.failed(f"internal error: {error!r}")))
+        return finished.result()
 
     def sample(self, taken_at: datetime) -> Sample:
         if self.config.groups.needs_discovery and self._clock() >= self._next_discovery:
@@ -108,29 +122,46 @@ class ClusterWatch:
 class Fleet:
     def __init__(self, clusters: Sequence[ClusterWatch]) -> None:
         self.clusters = list(clusters)
+        self.ticks_skipped: dict[str, int] = {}
+        """Per cluster: ticks it had no sample for because the previous one was still running."""
+        self._behind: set[str] = set()
 
     def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
-        """One tick over every cluster; wait_s bounds how long a slow cluster may take."""
+        """One tick over every cluster; wait_s bounds how long a slow cluster may hold it up."""
         started = time.monotonic()
         taken_at = taken_at or datetime.now(UTC)
-        futures = {cluster: cluster.submit(taken_at) for cluster in self.clusters}
-        wait([f for f in futures.values() if f is not None], timeout=wait_s)
+        for cluster in self.clusters:
+            cluster.start(taken_at)
+        wait([f for c in self.clusters if (f := c.in_flight()) is not None], timeout=wait_s)
         groups: list[GroupLag] = []
         warnings: list[str] = []
-        for cluster, future in futures.items():
-            if future is None:
-                groups += cluster.failed("the previous sample is still running (tick skipped)")
-            elif not future.done():
-                groups += cluster.failed("sample took longer than the interval (tick skipped)")
-            elif future.exception() is not None:
-                log.error("cluster %s: sampling failed", cluster.name,
-                          exc_info=future.exception())
-                groups += cluster.failed(f"internal error: {future.exception()!r}")
-            else:
-                sample = future.result()
-                groups += sample.groups
-                warnings += sample.warnings
-        return Sample(taken_at, tuple(groups), time.monotonic() - started, tuple(warnings))
+        durations = [0.0]
+        for cluster in self.clusters:
+            finished = cluster.collect()
+            if finished is None:
+                self._note_skipped(cluster)
+                continue
+            self._note_caught_up(cluster)
+            durations.append(finished.duration_s)
+            late = finished.taken_at != taken_at
+            groups += [replace(g, taken_at=finished.taken_at) if late else g
+                       for g in finished.groups]
+            warnings += finished.warnings
+        # duration: the slowest cluster sample handed on, which a late one may make > the tick.
+        duration = max(max(durations), time.monotonic() - started)
+        return Sample(taken_at, tuple(groups), duration, tuple(warnings))
+
+    def _note_skipped(self, cluster: ClusterWatch) -> None:
+        self.ticks_skipped[cluster.name] = self.ticks_skipped.get(cluster.name, 0) + 1
+        if cluster.name not in self._behind:
+            self._behind.add(cluster.name)
+            log.warning("cluster %s: a sample takes longer than the interval; skipping ticks "
+                        "until it is done (it is delivered late, with its own time)", cluster.name)
+
+    def _note_caught_up(self, cluster: ClusterWatch) -> None:
+        if cluster.name in self._behind:
+            self._behind.discard(cluster.name)
+            log.info("cluster %s: sampling on schedule again", cluster.name)
 
     def reconfigure(self, configs: Sequence[ClusterConfig], make_source: SourceFactory,
                     discovery_interval_s: float) -> None:

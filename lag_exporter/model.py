@@ -45,6 +45,9 @@ class GroupLag:
     error: str | None = None
     """Why the group could not be sampled this time (then `partitions` is empty)."""
     state: str = "UNKNOWN"
+    taken_at: datetime | None = None
+    """Set when this group's data is from an earlier tick than the Sample carrying it (a slow
+    cluster's sample, handed on late): its documents get this time."""
 
 
 @dataclass(frozen=True)

@@ -186,9 +186,12 @@ class Watch:
                             " (kept in the spool)" if self.outbox.spool_dir else "")
             self.outbox.close()
             self.fleet.close()
-            log.info("stopped after %d samples (%d ticks skipped, %d delivered, %d dropped)",
-                     self.samples_taken, self.ticks_skipped, self.delivery.delivered,
-                     self.outbox.dropped)
+            behind = ", ".join(f"{name} {count}" for name, count
+                               in sorted(self.fleet.ticks_skipped.items()))
+            log.info("stopped after %d samples (%d ticks skipped%s, %d delivered, %d dropped)",
+                     self.samples_taken, self.ticks_skipped,
+                     f"; skipped by slow clusters: {behind}" if behind else "",
+                     self.delivery.delivered, self.outbox.dropped)
 
     def _take_sample(self) -> None:
         # A slow cluster may use most of the interval, never more: the others' ticks go on.

@@ -9,31 +9,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch, TransportError
 
+from lag_exporter.config import ElasticsearchSettings
 from lag_exporter.documents import Document
 from lag_exporter.errors import ConfigError, SinkError, SinkUnavailable
 from lag_exporter.sinks import DeliveryReport
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ElasticsearchSettings:
-    urls: tuple[str, ...]
-    index: str = "consumer_lag"
-    username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
-    ca_file: str | None = None
-    timeout_s: float = 10.0
-
-    def __repr__(self) -> str:  # never show secrets, even in a debugger or a traceback
-        return f"ElasticsearchSettings(urls={self.urls!r}, index={self.index!r})"
 
 
 def load_mapping() -> dict[str, Any]:

@@ -3,8 +3,10 @@
 import re
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from lag_exporter.config import ClusterConfig, KafkaSettings
+from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SourceError
 from lag_exporter.fleet import ClusterWatch, Fleet
 from lag_exporter.model import GroupOffsets, TopicPartition
@@ -51,19 +53,25 @@ def config(name: str, names: tuple[str, ...] = (), pattern: str | None = None) -
                          TopicSelection())
 
 
-def test_a_slow_cluster_does_not_hold_up_the_others() -> None:
+def test_a_slow_cluster_does_not_hold_up_the_others_and_its_sample_arrives_late() -> None:
     fast, slow = FakeCluster("fast", []), FakeCluster("slow", [])
     slow.slow = True
     fleet = Fleet([ClusterWatch(config("fast", ("a",)), fast),
                    ClusterWatch(config("slow", ("b",)), slow)])
-    first = {g.cluster: g for g in fleet.sample(wait_s=0.2).groups}
-    assert first["fast"].error is None and first["fast"].partitions[0].lag == 4
-    assert first["slow"].error == "sample took longer than the interval (tick skipped)"
-    second = {g.cluster: g for g in fleet.sample(wait_s=0.2).groups}
-    assert second["fast"].error is None
-    assert second["slow"].error == "the previous sample is still running (tick skipped)"
-    slow.slow = False
+    first_tick = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    first = fleet.sample(wait_s=0.2, taken_at=first_tick)
+    assert [(g.cluster, g.error) for g in first.groups] == [("fast", None)]
+    second = fleet.sample(wait_s=0.2, taken_at=first_tick + timedelta(seconds=1))
+    assert [g.cluster for g in second.groups] == ["fast"]  # slow skips ticks, no fake error
     slow.block.set()
+    third = fleet.sample(wait_s=1.0, taken_at=first_tick + timedelta(seconds=2))
+    late = [g for g in third.groups if g.cluster == "slow"]
+    assert len(late) == 1 and late[0].error is None and late[0].partitions[0].lag == 4
+    assert late[0].taken_at == first_tick  # delivered with the time it was taken
+    documents = sample_documents(third)
+    assert {d.source["cluster"]: d.source["@timestamp"] for d in documents} == {
+        "fast": "2026-01-01T00:00:02.000Z", "slow": "2026-01-01T00:00:00.000Z"}
+    assert fleet.ticks_skipped == {"slow": 2}
     fleet.close()
 
 
