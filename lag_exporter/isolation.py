@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")  # no fork: the parent runs threads
 
 
+# Over the pipe, partitions travel as plain tuples: unpickling 15,000 NamedTuples costs ~4x more
+# (each goes through a Python-level constructor call); rebuilding them on arrival is cheap.
+def _to_wire(method: str, answer: Any) -> Any:
+    if method == "high_watermarks":
+        return {tuple(tp): value for tp, value in answer.items()}
+    if method == "committed_offsets":
+        return {group: offsets if isinstance(offsets, SourceError) else
+                {tuple(tp): offset for tp, offset in offsets.committed_offsets.items()}
+                for group, offsets in answer.items()}
+    return answer
+
+
+def _from_wire(method: str, answer: Any) -> Any:
+    if method == "high_watermarks":
+        return {TopicPartition._make(tp): value for tp, value in answer.items()}
+    if method == "committed_offsets":
+        return {group: offsets if isinstance(offsets, SourceError) else
+                GroupOffsets(group, {TopicPartition._make(tp): o for tp, o in offsets.items()})
+                for group, offsets in answer.items()}
+    return answer
+
+
 def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: float) -> None:
     """The child: answer method calls until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -39,7 +61,7 @@ def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: 
         except (EOFError, OSError):
             return  # the parent is gone
         try:
-            conn.send(getattr(source, method)(*args))
+            conn.send(_to_wire(method, getattr(source, method)(*args)))
         except Exception as error:  # one bad call must not end the child
             conn.send(SourceError(f"{type(error).__name__}: {error}"))
 
@@ -105,7 +127,7 @@ class IsolatedKafkaSource:
             return {key: error for key in keys}
         if isinstance(answer, SourceError):
             return {key: answer for key in keys}
-        result: dict[Any, Any] = answer
+        result: dict[Any, Any] = _from_wire(method, answer)
         return result
 
     def _call(self, method: str, *args: Any) -> Any:
