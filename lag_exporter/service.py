@@ -210,7 +210,8 @@ class Watch:
 
     def _maybe_summarise(self, sample: Sample) -> None:
         now = self._clock()
-        if now - self._last_summary < self.summary_every_s:
+        # Half an interval of slack: ticks jitter by milliseconds around the summary period.
+        if now - self._last_summary < self.summary_every_s - self.interval_s / 2:
             return
         self._last_summary = now
         parts = []
