@@ -107,7 +107,6 @@ class ClusterWatch:
         """New group/topic selection for the same connection (config reload)."""
         self.config = config
         self.sampler.topic_selection = config.topics
-        self.sampler.topics = list(config.topics.names)
         self.sampler.set_groups(config.groups.select(self.sampler.groups))
         self._next_discovery = self._clock()
 

@@ -72,7 +72,6 @@ class Sampler:
         self.groups = list(dict.fromkeys(groups))
         self.topic_selection = (topics if isinstance(topics, TopicSelection)
                                 else TopicSelection(names=tuple(topics)))
-        self.topics = list(dict.fromkeys(self.topic_selection.names))
         self.metadata_refresh_s = metadata_refresh_s
         self._clock = clock
         self._membership: _Membership | None = None
@@ -180,7 +179,7 @@ class Sampler:
             else:
                 states[group], assigned[group] = answer
         topic_partitions: dict[str, list[int]] = {}
-        for topic, numbers in self.source.topic_partitions(self.topics).items():
+        for topic, numbers in self.source.topic_partitions(list(self.topic_selection.names)).items():
             if isinstance(numbers, SourceError):
                 complete = False
                 log.warning("topic %s: %s", topic, numbers)
