@@ -179,7 +179,8 @@ class Sampler:
             else:
                 states[group], assigned[group] = answer
         topic_partitions: dict[str, list[int]] = {}
-        for topic, numbers in self.source.topic_partitions(list(self.topic_selection.names)).items():
+        explicit_topics = list(self.topic_selection.names)
+        for topic, numbers in self.source.topic_partitions(explicit_topics).items():
             if isinstance(numbers, SourceError):
                 complete = False
                 log.warning("topic %s: %s", topic, numbers)
