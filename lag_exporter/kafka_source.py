@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -29,6 +30,7 @@ from lag_exporter.errors import SourceError
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # librdkafka repeats every connection failure; the sampler reports state changes instead.
 _librdkafka_log = logging.getLogger("lag_exporter.librdkafka")
@@ -65,6 +67,13 @@ def describe_kafka_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _group_offsets(group: str, answer: Any) -> GroupOffsets:
+    """Offsets < 0 mean "no commit" (kafka-consumer-groups shows `-`): left out."""
+    return GroupOffsets(group, {TopicPartition(tp.topic, tp.partition): tp.offset
+                                for tp in answer.topic_partitions
+                                if tp.error is None and tp.offset >= 0})
+
+
 class KafkaSource:
     def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
         self.cluster = cluster
@@ -98,20 +107,8 @@ class KafkaSource:
             )[group]
             for group in groups
         }
-        results: dict[str, GroupOffsets | SourceError] = {}
-        for group, future in futures.items():
-            try:
-                answer = self._result(future)
-            except SourceError as error:
-                results[group] = error
-                continue
-            committed = {
-                TopicPartition(tp.topic, tp.partition): tp.offset
-                for tp in answer.topic_partitions
-                if tp.error is None and tp.offset >= 0
-            }
-            results[group] = GroupOffsets(group=group, committed_offsets=committed)
-        return results
+        return {group: self._answer(future, partial(_group_offsets, group))
+                for group, future in futures.items()}
 
     def group_members(
         self, groups: Iterable[str]
@@ -121,21 +118,11 @@ class KafkaSource:
         if not group_list:
             return {}
         futures = self._admin.describe_consumer_groups(group_list, request_timeout=self.timeout_s)
-        results: dict[str, tuple[str, frozenset[TopicPartition]] | SourceError] = {}
-        for group, future in futures.items():
-            try:
-                description = self._result(future)
-            except SourceError as error:
-                results[group] = error
-                continue
-            assigned = frozenset(
-                TopicPartition(tp.topic, tp.partition)
-                for member in description.members
-                if member.assignment is not None
-                for tp in member.assignment.topic_partitions
-            )
-            results[group] = (description.state.name, assigned)
-        return results
+        return {group: self._answer(future, lambda d: (d.state.name, frozenset(
+                    TopicPartition(tp.topic, tp.partition)
+                    for member in d.members if member.assignment is not None
+                    for tp in member.assignment.topic_partitions)))
+                for group, future in futures.items()}
 
     def topic_partitions(self, topics: Iterable[str]) -> dict[str, list[int] | SourceError]:
         """Partition numbers of each topic (for topics named explicitly)."""
@@ -145,15 +132,8 @@ class KafkaSource:
         futures = self._admin.describe_topics(
             TopicCollection(topic_list), request_timeout=self.timeout_s
         )
-        results: dict[str, list[int] | SourceError] = {}
-        for topic, future in futures.items():
-            try:
-                description = self._result(future)
-            except SourceError as error:
-                results[topic] = error
-                continue
-            results[topic] = sorted(p.id for p in description.partitions)
-        return results
+        return {topic: self._answer(future, lambda d: sorted(p.id for p in d.partitions))
+                for topic, future in futures.items()}
 
     def high_watermarks(
         self, partitions: Iterable[TopicPartition]
@@ -174,14 +154,9 @@ class KafkaSource:
                 isolation_level=IsolationLevel.READ_UNCOMMITTED,
                 request_timeout=self.timeout_s,
             ))
-        results: dict[TopicPartition, int | SourceError] = {}
-        for kafka_tp, future in futures.items():
-            tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
-            try:
-                results[tp] = self._result(future).offset
-            except SourceError as error:
-                results[tp] = error
-        return results
+        return {TopicPartition(kafka_tp.topic, kafka_tp.partition):
+                self._answer(future, lambda info: int(info.offset))
+                for kafka_tp, future in futures.items()}
 
     def list_groups(self) -> list[str] | SourceError:
         """Every consumer group id of the cluster (discovery of groups given by regex)."""
@@ -196,6 +171,13 @@ class KafkaSource:
         return sorted(listing.group_id for listing in answer.valid)
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _answer(self, future: Future[Any], convert: Callable[[Any], T]) -> T | SourceError:
+        """convert(the future's result), or the error as a value: one failure per key."""
+        try:
+            return convert(self._result(future))
+        except SourceError as error:
+            return error
 
     def _result(self, future: Future[Any]) -> Any:
         try:
