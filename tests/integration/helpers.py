@@ -180,16 +180,20 @@ def doc_time(doc: Mapping[str, Any]) -> float:
 
 def wait_until_kafka_serves(bootstrap: str, timeout: float = 60) -> float:
     """After a broker restart: block until groups can be listed completely and every partition
-    has a leader (the port opens before that). Returns the time it was reached."""
+    answers ListOffsets (the port opens before that). Returns the time it was reached."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             listing = admin.list_consumer_groups(request_timeout=5).result(timeout=10)
             metadata = admin.list_topics(timeout=5)
-            leaderless = [p for t in metadata.topics.values() for p in t.partitions.values()
-                          if p.leader < 0]
-            if not listing.errors and not leaderless:
+            # Metadata names a leader before that broker has loaded the partition: only an
+            # answered ListOffsets for every partition says it serves what the exporter asks.
+            latest = {TopicPartition(name, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                      for name, t in metadata.topics.items() for p in t.partitions}
+            for future in admin.list_offsets(latest, request_timeout=5).values():
+                future.result(timeout=10)
+            if not listing.errors:
                 return time.time()
         except KafkaException:
             pass
