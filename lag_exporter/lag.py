@@ -24,16 +24,13 @@ def compute_lags(
     high_watermarks: Mapping[TopicPartition, int],
 ) -> tuple[PartitionLag, ...]:
     """One PartitionLag per partition, sorted by topic then partition number."""
-    return tuple(
-        PartitionLag(
-            topic=tp.topic,
-            partition=tp.partition,
-            committed_offset=committed_offsets.get(tp),
-            high_watermark=high_watermarks.get(tp),
-            lag=partition_lag(committed_offsets.get(tp), high_watermarks.get(tp)),
-        )
-        for tp in sorted(set(partitions), key=lambda tp: (tp.topic, tp.partition))
-    )
+    lags = []
+    for tp in sorted(set(partitions)):  # a TopicPartition sorts by (topic, partition)
+        committed = committed_offsets.get(tp)
+        high_watermark = high_watermarks.get(tp)
+        lags.append(PartitionLag(tp.topic, tp.partition, committed, high_watermark,
+                                 partition_lag(committed, high_watermark)))
+    return tuple(lags)
 
 
 def commits_beyond_watermark(lags: Iterable[PartitionLag]) -> list[PartitionLag]:

@@ -89,7 +89,7 @@ class Sampler:
 
         wanted = {group: self._partitions_of(group, committed[group], membership)
                   for group in self.groups if not isinstance(committed[group], SourceError)}
-        all_partitions = list({tp for partitions in wanted.values() for tp in partitions})
+        all_partitions = list(set().union(*wanted.values()))
         watermarks = self.source.high_watermarks(all_partitions)
         high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
         failed = [(tp, hw) for tp, hw in watermarks.items() if isinstance(hw, SourceError)]
@@ -97,7 +97,7 @@ class Sampler:
             warnings.append(f"no end offset for {tp.topic}/{tp.partition}: {hw}")
 
         group_lags = tuple(
-            self._group_lag(group, committed[group], wanted.get(group, []), high_watermarks,
+            self._group_lag(group, committed[group], wanted.get(group, set()), high_watermarks,
                             membership, warnings)
             for group in self.groups
         )
@@ -118,7 +118,7 @@ class Sampler:
         self,
         group: str,
         offsets: GroupOffsets | SourceError,
-        partitions: list[TopicPartition],
+        partitions: set[TopicPartition],
         high_watermarks: dict[TopicPartition, int],
         membership: _Membership,
         warnings: list[str],
@@ -144,13 +144,15 @@ class Sampler:
 
     def _partitions_of(
         self, group: str, offsets: GroupOffsets | SourceError, membership: _Membership
-    ) -> list[TopicPartition]:
+    ) -> set[TopicPartition]:
         assert not isinstance(offsets, SourceError)
         partitions = set(offsets.committed_offsets) | membership.assigned.get(group, frozenset())
-        partitions = {tp for tp in partitions if self.topic_selection.allows(tp.topic)}
+        allowed = {topic: self.topic_selection.allows(topic)  # per topic, not per partition
+                   for topic in {tp.topic for tp in partitions}}
+        partitions = {tp for tp in partitions if allowed[tp.topic]}
         for topic, numbers in membership.topic_partitions.items():
             partitions.update(TopicPartition(topic, number) for number in numbers)
-        return sorted(partitions, key=lambda tp: (tp.topic, tp.partition))
+        return partitions
 
     def set_groups(self, groups: Sequence[str]) -> None:
         """New group list (discovery, config reload); new groups are described next tick."""
