@@ -20,6 +20,7 @@ from types import FrameType
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
+from lag_exporter.gc_tuning import relax_gc
 from lag_exporter.lag import lag_total
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
@@ -160,6 +161,7 @@ class Watch:
         self._reload_requested.set()
 
     def run(self, max_samples: int | None = None, shutdown_timeout_s: float = 4.0) -> None:
+        relax_gc()  # a long-running process from here on
         self.delivery.start()
         start = self._clock()
         self._last_summary = start
