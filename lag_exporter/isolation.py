@@ -19,6 +19,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from lag_exporter.errors import SourceError
+from lag_exporter.gc_tuning import relax_gc
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,19 @@ log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")  # no fork: the parent runs threads
 
 
-# Over the pipe, partitions travel as plain tuples: unpickling 15,000 NamedTuples costs ~4x more
-# (each goes through a Python-level constructor call); rebuilding them on arrival is cheap.
-def _to_wire(method: str, answer: Any) -> Any:
+# Over the pipe, partitions travel as plain tuples: (un)pickling a NamedTuple runs Python code
+# per item, and there are ~25,000 per sample at scale. High watermarks come back as a list of
+# values in the order asked for, so the parent reuses its own TopicPartition keys.
+def _request_to_wire(method: str, keys: list[Any]) -> list[Any]:
     if method == "high_watermarks":
-        return {tuple(tp): value for tp, value in answer.items()}
+        return [tuple(tp) for tp in keys]
+    return keys
+
+
+def _to_wire(method: str, keys: list[Any], answer: Any) -> Any:
+    if method == "high_watermarks":
+        missing = SourceError("Kafka's answer left this partition out")
+        return [answer.get(tp, missing) for tp in keys]
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
                 {tuple(tp): offset for tp, offset in offsets.committed_offsets.items()}
@@ -38,9 +47,9 @@ def _to_wire(method: str, answer: Any) -> Any:
     return answer
 
 
-def _from_wire(method: str, answer: Any) -> Any:
+def _from_wire(method: str, keys: list[Any], answer: Any) -> Any:
     if method == "high_watermarks":
-        return {TopicPartition._make(tp): value for tp, value in answer.items()}
+        return dict(zip(keys, answer, strict=True))
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
                 GroupOffsets(group, {TopicPartition._make(tp): o for tp, o in offsets.items()})
@@ -55,13 +64,15 @@ def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: 
     from lag_exporter.kafka_source import KafkaSource
 
     source = KafkaSource(cluster, settings, timeout_s)
+    relax_gc()
     while True:
         try:
             method, args = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
         try:
-            conn.send(_to_wire(method, getattr(source, method)(*args)))
+            answer = getattr(source, method)(*args)
+            conn.send(_to_wire(method, args[0], answer) if args else answer)
         except Exception as error:  # one bad call must not end the child
             conn.send(SourceError(f"{type(error).__name__}: {error}"))
 
@@ -122,12 +133,12 @@ class IsolatedKafkaSource:
         if not keys:
             return {}
         try:
-            answer = self._call(method, keys)
+            answer = self._call(method, _request_to_wire(method, keys))
         except SourceError as error:
             return {key: error for key in keys}
         if isinstance(answer, SourceError):
             return {key: answer for key in keys}
-        result: dict[Any, Any] = _from_wire(method, answer)
+        result: dict[Any, Any] = _from_wire(method, keys, answer)
         return result
 
     def _call(self, method: str, *args: Any) -> Any:

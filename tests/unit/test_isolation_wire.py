@@ -1,30 +1,45 @@
 """What crosses the pipe to the Kafka client process comes back equal (pure)."""
 
 import pickle
+from typing import Any
 
 from lag_exporter.errors import SourceError
-from lag_exporter.isolation import _from_wire, _to_wire
+from lag_exporter.isolation import _from_wire, _request_to_wire, _to_wire
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 
-def round_trip(method: str, answer: object) -> object:
-    return _from_wire(method, pickle.loads(pickle.dumps(_to_wire(method, answer))))
+def round_trip(method: str, keys: list[Any], answer: Any) -> Any:
+    """keys: what the parent asks about; answer: what KafkaSource says in the child."""
+    request = pickle.loads(pickle.dumps(_request_to_wire(method, keys)))
+    return _from_wire(method, keys, pickle.loads(pickle.dumps(_to_wire(method, request, answer))))
+
+
+def test_partitions_are_sent_as_plain_tuples() -> None:
+    request = _request_to_wire("high_watermarks", [TopicPartition("t", 0)])
+    assert request == [("t", 0)] and type(request[0]) is tuple
 
 
 def test_high_watermarks_survive_the_pipe() -> None:
-    answer = {TopicPartition("t", 0): 5, TopicPartition("t", 1): SourceError("gone")}
-    back = round_trip("high_watermarks", answer)
-    assert isinstance(back, dict) and back.keys() == answer.keys()
+    keys = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    answer = {TopicPartition("t", 1): SourceError("gone"), TopicPartition("t", 0): 5}
+    back = round_trip("high_watermarks", keys, answer)
+    assert isinstance(back, dict) and list(back) == keys
     assert all(isinstance(tp, TopicPartition) for tp in back)
     assert back[TopicPartition("t", 0)] == 5 and str(back[TopicPartition("t", 1)]) == "gone"
 
 
+def test_a_partition_missing_from_the_answer_gets_an_error() -> None:
+    back = round_trip("high_watermarks", [TopicPartition("t", 0)], {})
+    assert isinstance(back[TopicPartition("t", 0)], SourceError)
+
+
 def test_committed_offsets_survive_the_pipe() -> None:
     answer = {"g": GroupOffsets("g", {TopicPartition("t", 3): 7}), "h": SourceError("timed out")}
-    back = round_trip("committed_offsets", answer)
+    back = round_trip("committed_offsets", ["g", "h"], answer)
     assert isinstance(back, dict) and back["g"] == answer["g"]
+    assert all(isinstance(tp, TopicPartition) for tp in back["g"].committed_offsets)
     assert isinstance(back["h"], SourceError)
 
 
 def test_other_answers_pass_unchanged() -> None:
-    assert round_trip("list_groups", ["a", "b"]) == ["a", "b"]
+    assert round_trip("topic_partitions", ["t"], {"t": [0, 1]}) == {"t": [0, 1]}
