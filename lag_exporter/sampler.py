@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -47,12 +47,14 @@ class OffsetSource(Protocol):
 
 @dataclass
 class _Membership:
-    """The slowly changing part of a sample, refreshed every `metadata_refresh_s`."""
+    """The slowly changing part of a sample, refreshed per group every `metadata_refresh_s`."""
 
-    states: dict[str, str]
-    assigned: dict[str, frozenset[TopicPartition]]
-    topic_partitions: dict[str, list[int]]
-    refreshed_at: float
+    states: dict[str, str] = field(default_factory=dict)
+    assigned: dict[str, frozenset[TopicPartition]] = field(default_factory=dict)
+    group_due: dict[str, float] = field(default_factory=dict)
+    """When each group is described next; absent: at the next sample."""
+    topic_partitions: dict[str, list[int]] = field(default_factory=dict)
+    topics_due: float = float("-inf")
 
 
 def group_not_found(error: SourceError) -> bool:
@@ -74,7 +76,7 @@ class Sampler:
                                 else TopicSelection(names=tuple(topics)))
         self.metadata_refresh_s = metadata_refresh_s
         self._clock = clock
-        self._membership: _Membership | None = None
+        self._membership = _Membership()
         self._warned_beyond_watermark: set[tuple[str, TopicPartition]] = set()
 
     def sample(self, taken_at: datetime | None = None) -> Sample:
@@ -156,38 +158,53 @@ class Sampler:
 
     def set_groups(self, groups: Sequence[str]) -> None:
         """New group list (discovery, config reload); new groups are described next tick."""
-        added = [g for g in groups if g not in self.groups]
         self.groups = list(dict.fromkeys(groups))
-        if added:
-            self._membership = None
+        kept = set(self.groups)
+        membership = self._membership
+        for known in (membership.states, membership.assigned, membership.group_due):
+            for group in set(known) - kept:
+                del known[group]
 
     def _current_membership(self) -> _Membership:
         now = self._clock()
-        if self._membership and now - self._membership.refreshed_at < self.metadata_refresh_s:
-            return self._membership
-        previous = self._membership
-        states: dict[str, str] = {}
-        assigned: dict[str, frozenset[TopicPartition]] = {}
-        complete = True
-        for group, answer in self.source.group_members(self.groups).items():
-            if isinstance(answer, SourceError) and group_not_found(answer):
-                states[group] = "NOT_FOUND"
-            elif isinstance(answer, SourceError):
-                # Keep what we knew and ask again next tick rather than in 30 s.
-                complete = False
-                states[group] = previous.states.get(group, "UNKNOWN") if previous else "UNKNOWN"
-                if previous and group in previous.assigned:
-                    assigned[group] = previous.assigned[group]
+        membership = self._membership
+        due = [g for g in self.groups if membership.group_due.get(g, now) <= now]
+        if due:
+            self._describe_groups(due, now)
+        if membership.topics_due <= now:
+            self._describe_topics(now)
+        return membership
+
+    def _describe_groups(self, groups: list[str], now: float) -> None:
+        """Each group is described every metadata_refresh_s. A group described for the first
+        time gets its next turn spread over the coming period, so that after start-up (or a
+        discovery adding many groups) each tick describes a slice of the groups instead of one
+        tick describing them all (at 500 groups that tick took ~0.4 s longer)."""
+        membership = self._membership
+        answers = self.source.group_members(groups)
+        for index, group in enumerate(groups):
+            answer = answers[group]
+            first_time = group not in membership.group_due
+            if isinstance(answer, SourceError) and not group_not_found(answer):
+                if not first_time:  # keep what we knew and ask again next tick, not in 30 s
+                    membership.group_due[group] = now
+                continue
+            if isinstance(answer, SourceError):
+                membership.states[group] = "NOT_FOUND"
+                membership.assigned.pop(group, None)
             else:
-                states[group], assigned[group] = answer
-        topic_partitions: dict[str, list[int]] = {}
+                membership.states[group], membership.assigned[group] = answer
+            share = (index + 1) / len(groups) if first_time else 1.0
+            membership.group_due[group] = now + self.metadata_refresh_s * share
+
+    def _describe_topics(self, now: float) -> None:
+        """Partition numbers of the topics named explicitly (few), all on the slow schedule."""
+        membership = self._membership
+        membership.topics_due = now + self.metadata_refresh_s
         explicit_topics = list(self.topic_selection.names)
         for topic, numbers in self.source.topic_partitions(explicit_topics).items():
             if isinstance(numbers, SourceError):
-                complete = False
+                membership.topics_due = now  # keep the numbers known; ask again next tick
                 log.warning("topic %s: %s", topic, numbers)
             else:
-                topic_partitions[topic] = numbers
-        refreshed_at = now if complete else now - self.metadata_refresh_s
-        self._membership = _Membership(states, assigned, topic_partitions, refreshed_at)
-        return self._membership
+                membership.topic_partitions[topic] = numbers
