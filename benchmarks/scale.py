@@ -417,7 +417,7 @@ def run_worker(spec_path: Path) -> None:
     def skipped_ticks() -> int:
         """Ticks the loop overran, plus (from 690b12f on) ticks a slow cluster skipped."""
         by_cluster = getattr(getattr(watch, "fleet", None), "ticks_skipped", {})
-        return int(watch.ticks_skipped) + sum(by_cluster.values())
+        return int(watch.ticks_skipped) + int(sum(by_cluster.values()))
 
     sink = watch.delivery.sink
     original_write = sink.write
@@ -545,6 +545,21 @@ def summarise_profile(path: Path, top: int = 15) -> list[str]:
     return lines
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time by kind (user nice system idle iowait irq softirq steal)."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def machine_load(before: list[int], after: list[int]) -> dict[str, float]:
+    """How busy the whole machine was (all processes, all cores) and how much time the
+    hypervisor stole: the context for latency numbers on a shared 2-core VM."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta) or 1
+    idle = delta[3] + delta[4]
+    return {"busy_pct": round(100 * (total - idle - delta[7]) / total, 1),
+            "steal_pct": round(100 * delta[7] / total, 1)}
+
+
 def run_worker_process(estate: Estate, ticks: int, workdir: Path, label: str, protocol: bool,
                        profile_s: int, rss_every: int, seconds: float = 0) -> dict[str, Any]:
     index = f"bench-{label}"
@@ -563,6 +578,7 @@ def run_worker_process(estate: Estate, ticks: int, workdir: Path, label: str, pr
         f"{WARMUP_TICKS}+{ticks} ticks{' counting requests' if protocol else ''} "
         f"(log: {log_path})")
     profiler = None
+    ticks_before = cpu_ticks()
     with log_path.open("w") as log_file:
         worker = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker",
                                    str(spec_path)], stderr=log_file, stdout=log_file,
@@ -571,12 +587,14 @@ def run_worker_process(estate: Estate, ticks: int, workdir: Path, label: str, pr
             time.sleep(WARMUP_TICKS + 5)
             profiler = py_spy_profile(worker.pid, profile_s, workdir / f"profile-{run}.txt")
         code = worker.wait()
+    machine = machine_load(ticks_before, cpu_ticks())
     if profiler is not None:
         profiler.wait()
     if code != 0:
         raise SystemExit(f"worker for scale {label} failed ({code}):\n"
                          + "".join(log_path.read_text().splitlines(True)[-30:]))
     result: dict[str, Any] = json.loads(Path(str(spec["out"])).read_text())
+    result["machine_load"] = machine
     es_request("POST", f"/{index}/_refresh")
     counted = es_request("GET", f"/{index}/_count")
     result["es_docs"] = counted.get("count") if counted else None
@@ -700,8 +718,10 @@ def machine_info() -> dict[str, str]:
     info["java"] = (java.stderr.splitlines() or ["?"])[0]
     kafka_jar = next(iter(sorted(Path(stackctl.libs("kafka4")).glob("kafka_2*.jar"))), None)
     info["kafka"] = kafka_jar.name if kafka_jar else "?"
-    es = es_request("GET", "/")
-    info["elasticsearch"] = es["version"]["number"] if es else f"{stackctl.ES_VERSION} (down)"
+    # The integ-test-zip has no `GET /` (405), so the version comes from the node info.
+    es = es_request("GET", "/_nodes/_local?filter_path=nodes.*.version")
+    versions = [node["version"] for node in (es or {}).get("nodes", {}).values()]
+    info["elasticsearch"] = versions[0] if versions else f"{stackctl.ES_VERSION} (down)"
     import confluent_kafka
 
     info["confluent-kafka"] = f"{confluent_kafka.version()[0]} " \
@@ -815,7 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"requests/sample by API {json.dumps(r['requests_by_api'], sort_keys=True)}, "
                      f"samples with failed groups {r.get('samples_with_group_errors')} "
                      f"{json.dumps(r.get('group_errors'))}, "
-                     f"Kafka client restarts {r.get('kafka_client_restarts')}")
+                     f"Kafka client restarts {r.get('kafka_client_restarts')}, "
+                     f"whole machine during the run: {r.get('machine_load', {}).get('busy_pct')} % "
+                     f"busy, {r.get('machine_load', {}).get('steal_pct')} % stolen (of 2 cores)")
         if r["bulk_failures"]:
             lines.append(f"  ES outage seen: {len(r['bulk_failures'])} failed bulk writes, "
                          f"first: {r['bulk_failures'][0]}")
