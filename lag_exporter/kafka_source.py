@@ -1,7 +1,7 @@
 """The only module that talks to Kafka (confluent-kafka's AdminClient).
 
 Every call is batched: one OffsetFetch per group (all groups in flight at once), one DescribeGroups
-for all groups, and one ListOffsets per partition leader for every high watermark. Failures are
+for all groups, and one ListOffsets per partition leader and chunk of 250 partitions. Failures are
 returned per group / per partition as SourceError values, never raised, so that one bad group
 cannot wipe out the others' samples.
 """
