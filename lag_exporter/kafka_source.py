@@ -41,7 +41,7 @@ GROUP_NOT_FOUND_STATES = {"DEAD"}
 # 10,000 partitions: one call ~0.6 s CPU, 1,000 per call ~0.12 s, 250 per call ~0.06 s).
 LIST_OFFSETS_CHUNK = 250
 PROBE_TIMEOUT_S = 1.0
-_LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]
+_LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]  # the wire's -1
 
 # After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
 # after a broker restart, ListOffsets kept failing with FENCED_LEADER_EPOCH (stale cached leader

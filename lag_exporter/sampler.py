@@ -183,7 +183,7 @@ class Sampler:
         membership = self._membership
         answers = self.source.group_members(groups)
         for index, group in enumerate(groups):
-            answer = answers[group]
+            answer = answers.get(group, SourceError("no description in Kafka's answer"))
             first_time = group not in membership.group_due
             if isinstance(answer, SourceError) and not group_not_found(answer):
                 if not first_time:  # keep what we knew and ask again next tick, not in 30 s
