@@ -179,3 +179,15 @@ def test_failed_description_is_retried_next_tick() -> None:
     clock.now = 1.0
     sampler.sample()
     assert kafka.calls.count("describe") == 2
+
+
+def test_a_group_missing_from_the_describe_answer_is_described_again() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    answer_all = kafka.group_members
+    kafka.group_members = lambda groups: {}  # type: ignore[method-assign]
+    sampler = Sampler(kafka, ["g"], metadata_refresh_s=30, clock=clock)
+    assert sampler.sample().groups[0].state == "UNKNOWN"
+    kafka.group_members = answer_all  # type: ignore[method-assign]
+    clock.now = 1.0
+    sampler.sample()
+    assert kafka.described == [["g"]]
