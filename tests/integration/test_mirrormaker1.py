@@ -28,6 +28,9 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 18
 GROUP = "oasis-group"
+# Documents are stamped every second and must lie in [start, end - 0.5 s] of a reading: a reading
+# of at least 1.6 s always contains one (CI saw 17 documents for 20 readings of ~1.4 s each).
+MIN_READING_S = 1.6
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def read_with_bounds(stack: Stack, topic: str) -> Reading:
     watermarks_before, committed_before = offsets_now(stack.source_bootstrap, GROUP, topic,
                                                       PARTITIONS)
     rows = [row for row in describe_group(stack, GROUP) if row.topic == topic]
+    time.sleep(max(0.0, started + MIN_READING_S - time.time()))
     watermarks_after, committed_after = offsets_now(stack.source_bootstrap, GROUP, topic,
                                                     PARTITIONS)
     finished = time.time()
