@@ -106,7 +106,7 @@ class ClusterWatch:
     def reconfigure(self, config: ClusterConfig) -> None:
         """New group/topic selection for the same connection (config reload)."""
         self.config = config
-        self.sampler.topic_selection = config.topics
+        self.sampler.set_topics(config.topics)
         self.sampler.set_groups(config.groups.select(self.sampler.groups))
         self._next_discovery = self._clock()
 

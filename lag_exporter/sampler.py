@@ -165,6 +165,11 @@ class Sampler:
             for group in set(known) - kept:
                 del known[group]
 
+    def set_topics(self, topics: TopicSelection) -> None:
+        """New topic selection (config reload): explicit topics are described next tick."""
+        self.topic_selection = topics
+        self._membership.topics_due = float("-inf")
+
     def _current_membership(self) -> _Membership:
         now = self._clock()
         membership = self._membership
@@ -202,6 +207,8 @@ class Sampler:
         membership = self._membership
         membership.topics_due = now + self.metadata_refresh_s
         explicit_topics = list(self.topic_selection.names)
+        for topic in set(membership.topic_partitions) - set(explicit_topics):
+            del membership.topic_partitions[topic]  # no longer named
         for topic, numbers in self.source.topic_partitions(explicit_topics).items():
             if isinstance(numbers, SourceError):
                 membership.topics_due = now  # keep the numbers known; ask again next tick

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from lag_exporter.errors import SourceError
 from lag_exporter.model import GroupOffsets, TopicPartition
 from lag_exporter.sampler import Sampler
+from lag_exporter.selection import TopicSelection
 
 TP = TopicPartition
 
@@ -191,3 +192,14 @@ def test_a_group_missing_from_the_describe_answer_is_described_again() -> None:
     clock.now = 1.0
     sampler.sample()
     assert kafka.described == [["g"]]
+
+
+def test_a_topic_no_longer_named_is_no_longer_reported_and_a_new_one_at_once() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    kafka.topics = {"old": [0], "new": [0, 1]}
+    sampler = Sampler(kafka, ["g"], topics=["old"], metadata_refresh_s=30, clock=clock)
+    assert [p.topic for p in sampler.sample().groups[0].partitions] == ["old"]
+    clock.now = 1.0
+    sampler.set_topics(TopicSelection(names=("new",)))  # a config reload
+    sample = sampler.sample()
+    assert [(p.topic, p.partition) for p in sample.groups[0].partitions] == [("new", 0), ("new", 1)]
