@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from lag_exporter.lag import lag_max, lag_total
+from lag_exporter.lag import lag_max, lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 
 
@@ -49,8 +49,11 @@ def topic_document(
     for partition in lags:
         if partition.lag is not None or with_nulls:
             source[f"p{partition.partition}"] = partition.lag
+    unknown = partitions_unknown(lags)
     total, biggest = lag_total(lags), lag_max(lags)
-    if total is not None:
+    if unknown:
+        source["partitions_unknown"] = unknown
+    elif total is not None:
         source["lag_total"] = total
         source["lag_max"] = biggest
     return Document(document_id(cluster, group, topic, timestamp), source)
@@ -69,8 +72,9 @@ def group_documents(timestamp: str, group_lag: GroupLag, with_nulls: bool = Fals
 def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]:
     """Documents of every group sampled without error; a failed group has none (never zeros).
 
-    Without with_nulls, a topic with no known lag at all (nothing committed yet, or a deleted
-    topic the group still has commits on) has no document: it would carry no number.
+    Without with_nulls, a topic with nothing to say (no commit yet) has no document; a topic
+    whose end offsets could not be read has one, with `partitions_unknown`, so that the gap is
+    visible instead of silent.
     """
     return [
         document
@@ -79,4 +83,5 @@ def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]
         for document in group_documents(
             format_timestamp(group_lag.taken_at or sample.taken_at), group_lag, with_nulls)
         if with_nulls or "lag_total" in document.source
+        or "partitions_unknown" in document.source
     ]

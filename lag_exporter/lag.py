@@ -44,6 +44,12 @@ def commits_beyond_watermark(lags: Iterable[PartitionLag]) -> list[PartitionLag]
     ]
 
 
+def partitions_unknown(lags: Iterable[PartitionLag]) -> int:
+    """Partitions with a commit whose end offset could not be read this time: their lag is
+    unknown, so a total or maximum over the others would understate the truth."""
+    return sum(1 for p in lags if p.committed_offset is not None and p.high_watermark is None)
+
+
 def lag_total(lags: Iterable[PartitionLag]) -> int | None:
     known = [p.lag for p in lags if p.lag is not None]
     return sum(known) if known else None

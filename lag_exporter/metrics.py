@@ -12,7 +12,7 @@ import bisect
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,23 +23,35 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from lag_exporter.model import GroupLag, Sample
+from lag_exporter.lag import partitions_unknown
+from lag_exporter.model import GroupLag, PartitionLag, Sample
 
 SAMPLE_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds. A sample normally takes milliseconds; the top buckets show ticks overrunning."""
 
 HEALTH_FLOOR_S = 3.0
 """Shortest staleness limit, so a very short interval does not make health flap."""
+DELIVERY_FLOOR_S = 10.0
+"""Shortest delivery limit: a bulk request may take a few seconds on a busy node."""
 
 _GROUP = ("cluster_name", "group")
 _PARTITION = ("cluster_name", "group", "topic", "partition")
 
 
 @dataclass(frozen=True)
-class _Delivery:
+class DeliveryState:
+    """The delivery side's numbers, read when Prometheus scrapes (not when a sample is queued:
+    then the sample just put would always show as queued)."""
+
     queued: int
     dropped_total: int
     failures_total: int
+    rejected_total: int = 0
+    oldest_age_s: float = 0.0
+    """Age of the oldest undelivered sample; 0 when nothing waits."""
+
+
+_Delivery = DeliveryState
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class _State:
     """What one scrape sees, copied under the lock so a scrape never mixes two ticks."""
 
     sample: Sample | None
+    """The latest known groups of every cluster (see LagMetrics.observe)."""
     samples_total: int
     duration_buckets: tuple[int, ...]
     """Non-cumulative counts per SAMPLE_DURATION_BUCKETS bound, then one for +Inf."""
@@ -77,22 +90,37 @@ class LagMetrics:
         self._duration_sum = 0.0
         self._group_errors: dict[tuple[str, str], int] = {}
         self._delivery: _Delivery | None = None
+        self._delivery_source: Callable[[], DeliveryState] | None = None
         self.registry.register(_SampleCollector(self._state))
 
     def observe(self, sample: Sample) -> None:
-        """Make `sample` the one scrapes report, and count it (and its failed groups)."""
+        """Make `sample` the one scrapes report, and count it (and its failed groups).
+
+        A cluster whose sample is still running at this tick (`pending_clusters`) keeps the
+        groups of its previous sample, so its series do not blink out for a tick; a cluster
+        neither sampled nor pending (removed from the config) and a group no longer sampled
+        lose their series and counters at once (no unbounded growth with short-lived groups).
+        """
         duration = max(0.0, sample.duration_s)
         bucket = bisect.bisect_left(SAMPLE_DURATION_BUCKETS, duration)  # first bound >= duration
         with self._lock:
-            self._sample = sample
+            self._sample = _merge_pending(self._sample, sample)
             self._samples_total += 1
             self._duration_buckets[bucket] += 1
             self._duration_sum += duration
+            current = {(g.cluster, g.group) for g in self._sample.groups}
+            for key in set(self._group_errors) - current:
+                del self._group_errors[key]
             for group_lag in sample.groups:
                 key = (group_lag.cluster, group_lag.group)
                 # Start every group's counter at 0 so rate() sees its first error.
                 self._group_errors[key] = (self._group_errors.get(key, 0)
                                            + (1 if group_lag.error else 0))
+
+    def read_delivery_from(self, source: Callable[[], DeliveryState]) -> None:
+        """Read the delivery numbers from `source` at every scrape."""
+        with self._lock:
+            self._delivery_source = source
 
     def observe_delivery(self, queued: int, dropped_total: int, failures_total: int) -> None:
         """Record the outbox depth and the running totals the delivery side keeps.
@@ -109,8 +137,21 @@ class LagMetrics:
 
     def _state(self) -> _State:
         with self._lock:
+            source, delivery = self._delivery_source, self._delivery
+        if source is not None:
+            delivery = source()
+        with self._lock:
             return _State(self._sample, self._samples_total, tuple(self._duration_buckets),
-                          self._duration_sum, dict(self._group_errors), self._delivery)
+                          self._duration_sum, dict(self._group_errors), delivery)
+
+
+def _merge_pending(previous: Sample | None, sample: Sample) -> Sample:
+    """`sample`, plus the previous groups of the clusters still being sampled."""
+    if previous is None or not sample.pending_clusters:
+        return sample
+    pending = set(sample.pending_clusters)
+    kept = tuple(g for g in previous.groups if g.cluster in pending)
+    return replace(sample, groups=sample.groups + kept)
 
 
 class _SampleCollector:
@@ -141,32 +182,44 @@ def _lag_families(sample: Sample | None) -> list[Metric]:
     latest = GaugeMetricFamily("kafka_partition_latest_offset",
                                "Latest offset (high watermark) of a partition.",
                                labels=("cluster_name", "topic", "partition"))
+    unknown = GaugeMetricFamily(
+        "lag_exporter_partitions_unknown",
+        "Partitions with a commit whose end offset could not be read in the last sample: "
+        "while > 0 the topic's (and group's) sum and max lag are not exported.",
+        labels=(*_GROUP, "topic"))
     watermarks: dict[tuple[str, str, int], int] = {}
     for group_lag in sample.groups if sample else ():
         if group_lag.error:
             continue  # no lag series at all rather than zeros
         cluster, group = group_lag.cluster, group_lag.group
-        topic_lags: dict[str, list[int]] = {}
+        by_topic: dict[str, list[PartitionLag]] = {}
         for p in group_lag.partitions:
+            by_topic.setdefault(p.topic, []).append(p)
             labels = (cluster, group, p.topic, str(p.partition))
             if p.lag is not None:
                 lag.add_metric(labels, p.lag)
-                topic_lags.setdefault(p.topic, []).append(p.lag)
             if p.committed_offset is not None:
                 offset.add_metric(labels, p.committed_offset)
             if p.high_watermark is not None:
                 key = (cluster, p.topic, p.partition)
                 # Groups read watermarks moments apart; the highest is the latest.
                 watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
-        for topic, lags in topic_lags.items():
-            topic_sum_lag.add_metric((cluster, group, topic), sum(lags))
-        every_lag = [value for lags in topic_lags.values() for value in lags]
-        if every_lag:
+        every_lag: list[int] = []
+        complete = True
+        for topic, partitions in by_topic.items():
+            missing = partitions_unknown(partitions)
+            unknown.add_metric((cluster, group, topic), missing)
+            known = [p.lag for p in partitions if p.lag is not None]
+            complete = complete and not missing
+            if known and not missing:  # a sum over part of a topic would understate it
+                topic_sum_lag.add_metric((cluster, group, topic), sum(known))
+            every_lag += known
+        if every_lag and complete:
             max_lag.add_metric((cluster, group), max(every_lag))
             sum_lag.add_metric((cluster, group), sum(every_lag))
     for (cluster, topic, partition), watermark in sorted(watermarks.items()):
         latest.add_metric((cluster, topic, str(partition)), watermark)
-    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest]
+    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest, unknown]
 
 
 def _exporter_families(state: _State) -> list[Metric]:
@@ -208,6 +261,12 @@ def _exporter_families(state: _State) -> list[Metric]:
             CounterMetricFamily("lag_exporter_delivery_failures",
                                 "Failed delivery attempts.",
                                 value=state.delivery.failures_total),
+            CounterMetricFamily("lag_exporter_documents_rejected",
+                                "Documents the sink refused for good (e.g. a mapping conflict).",
+                                value=state.delivery.rejected_total),
+            GaugeMetricFamily("lag_exporter_outbox_oldest_age_seconds",
+                              "Age of the oldest undelivered sample (0 when none waits).",
+                              value=state.delivery.oldest_age_s),
         ]
     return families
 
@@ -221,45 +280,83 @@ def _group_failures(groups: Iterable[GroupLag], limit: int = 3) -> str:
 
 
 class Health:
-    """Healthy while the last successful sample is recent.
+    """Healthy while the last successful sample is recent and delivery keeps up.
 
-    A sample succeeds when no group in it has an error (a sample with no groups succeeds too).
-    "Recent" means at most max(3 x interval, 3 s) ago on `clock`, so one or two failed or late
-    ticks do not flip the verdict, but a group failing for three intervals, or sampling
-    stalling, does. Before the first sample, and after only failed ones, it is unhealthy.
+    A sample succeeds when no group in it has an error and no cluster's sample was still
+    running at the tick's deadline (a sample with no groups succeeds too). "Recent" means at
+    most max(3 x interval, 3 s) ago on `clock`, so one or two failed or late ticks do not flip
+    the verdict, but a group failing for three intervals, or sampling stalling, does. Before
+    the first sample, and after only failed ones, it is unhealthy.
+
+    Delivery: with `oldest_undelivered` (wall-clock time of the oldest sample not yet in the
+    sink), it is also unhealthy while that sample is older than `delivery_limit_s`
+    (max(5 x interval, 10 s)): samples that pile up are not being exported.
     """
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        oldest_undelivered: Callable[[], float | None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.limit_s = max(3 * interval_s, HEALTH_FLOOR_S)
+        self.delivery_limit_s = max(5 * interval_s, DELIVERY_FLOOR_S)
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._oldest_undelivered = oldest_undelivered
         self._lock = threading.Lock()
         self._last: Sample | None = None
         self._last_at = 0.0
         self._last_success_at: float | None = None
+        self._pending_since: dict[str, float] = {}
 
     def observe(self, sample: Sample) -> None:
         now = self._clock()
         with self._lock:
             self._last = sample
             self._last_at = now
-            if not any(g.error for g in sample.groups):
+            self._pending_since = {cluster: self._pending_since.get(cluster, now)
+                                   for cluster in sample.pending_clusters}
+            if not any(g.error for g in sample.groups) and not sample.pending_clusters:
                 self._last_success_at = now
 
     def status(self) -> tuple[bool, str]:
         """(healthy, "ok") or (False, what is wrong, in one line)."""
         with self._lock:
             last, last_at, success_at = self._last, self._last_at, self._last_success_at
+            pending_since = dict(self._pending_since)
         if last is None:
             return False, "no sample yet"
         now = self._clock()
-        failures = _group_failures(last.groups)
+        problems = [_group_failures(last.groups)] if any(g.error for g in last.groups) else []
+        problems += [f"cluster {cluster}: sample still running after {now - since:.1f} s"
+                     for cluster, since in sorted(pending_since.items())]
+        failures = "; ".join(problems)
+        delivery = self._delivery_problem()
         if success_at is None:
-            return False, f"no successful sample yet: {failures}"
+            return False, "; ".join(p for p in (f"no successful sample yet: {failures}"
+                                                if failures else "no successful sample yet",
+                                                delivery) if p)
         age = now - success_at
-        if age <= self.limit_s:
-            return True, "ok"
-        if failures:
-            return False, (f"no successful sample for {age:.1f} s (limit {self.limit_s:.1f} s): "
-                           f"{failures}")
-        return False, (f"no sample for {now - last_at:.1f} s (limit {self.limit_s:.1f} s): "
-                       "sampling has stalled")
+        if age > self.limit_s:
+            if failures:
+                return False, (f"no successful sample for {age:.1f} s (limit "
+                               f"{self.limit_s:.1f} s): {failures}")
+            return False, (f"no sample for {now - last_at:.1f} s (limit {self.limit_s:.1f} s): "
+                           "sampling has stalled")
+        if delivery:
+            return False, delivery
+        return True, "ok"
+
+    def _delivery_problem(self) -> str | None:
+        if self._oldest_undelivered is None:
+            return None
+        oldest = self._oldest_undelivered()
+        if oldest is None:
+            return None
+        age = self._wall_clock() - oldest
+        if age <= self.delivery_limit_s:
+            return None
+        return (f"delivery behind: the oldest undelivered sample is {age:.0f} s old "
+                f"(limit {self.delivery_limit_s:.0f} s)")

@@ -64,3 +64,6 @@ class Sample:
     groups: tuple[GroupLag, ...]
     duration_s: float = 0.0
     warnings: tuple[str, ...] = field(default=())
+    pending_clusters: tuple[str, ...] = field(default=())
+    """Clusters whose sample was still running at the tick's deadline: they have no groups in
+    this sample (their sample comes late), so this tick says nothing about them."""

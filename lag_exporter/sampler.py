@@ -9,6 +9,7 @@ than the offsets, which are read on every tick.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,33 @@ class _Membership:
     topics_due: float = float("-inf")
 
 
+TOPIC_RETRY_S = 5.0
+"""How soon an explicit topic that could not be described is asked for again."""
+UNREADABLE_LISTED = 8
+"""Partition numbers listed in one 'no end offset' warning before it says '...'."""
+
+
 def group_not_found(error: SourceError) -> bool:
     return "GROUP_ID_NOT_FOUND" in str(error)
+
+
+def unreadable_end_offsets(
+    watermarks: dict[TopicPartition, int | SourceError]
+) -> list[str]:
+    """One warning per topic and error for the end offsets that could not be read (not one
+    per partition: a cluster whose ListOffsets fails would log 10,000 lines in one tick)."""
+    failed: dict[tuple[str, str], list[int]] = {}
+    for tp, answer in watermarks.items():
+        if isinstance(answer, SourceError):
+            failed.setdefault((tp.topic, str(answer)), []).append(tp.partition)
+    warnings = []
+    for (topic, error), numbers in sorted(failed.items()):
+        numbers.sort()
+        listed = ", ".join(map(str, numbers[:UNREADABLE_LISTED]))
+        more = ", ..." if len(numbers) > UNREADABLE_LISTED else ""
+        warnings.append(f"no end offset for {len(numbers)} partition(s) of {topic} "
+                        f"({listed}{more}): {error}; their lag is unknown")
+    return warnings
 
 
 class Sampler:
@@ -71,37 +97,50 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
-        self.groups = list(dict.fromkeys(groups))
+        self._groups = list(dict.fromkeys(groups))
         self.topic_selection = (topics if isinstance(topics, TopicSelection)
                                 else TopicSelection(names=tuple(topics)))
         self.metadata_refresh_s = metadata_refresh_s
         self._clock = clock
         self._membership = _Membership()
         self._warned_beyond_watermark: set[tuple[str, TopicPartition]] = set()
+        self._topic_errors: dict[str, str] = {}
+        # set_groups / set_topics come from other threads (config reload) while a sample may be
+        # running: they are parked here and applied at the start of the next sample.
+        self._changes_lock = threading.Lock()
+        self._pending_groups: list[str] | None = None
+        self._pending_topics: TopicSelection | None = None
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups sampled from the next sample on."""
+        with self._changes_lock:
+            return list(self._pending_groups if self._pending_groups is not None
+                        else self._groups)
 
     def sample(self, taken_at: datetime | None = None) -> Sample:
         started = self._clock()
         taken_at = taken_at or datetime.now(UTC)
-        committed = self.source.committed_offsets(self.groups)
+        self._apply_changes()
+        groups = self._groups
+        committed = self.source.committed_offsets(groups)
         if all(isinstance(answer, SourceError) for answer in committed.values()):
             # The cluster is unreachable or refuses us: asking it more would only add timeouts.
-            return self._failed_sample(taken_at, committed, started)
-        membership = self._current_membership()
+            return self._failed_sample(taken_at, groups, committed, started)
+        membership = self._current_membership(groups)
         warnings: list[str] = []
 
         wanted = {group: self._partitions_of(group, committed[group], membership)
-                  for group in self.groups if not isinstance(committed[group], SourceError)}
+                  for group in groups if not isinstance(committed[group], SourceError)}
         all_partitions = list(set().union(*wanted.values()))
         watermarks = self.source.high_watermarks(all_partitions)
         high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
-        failed = [(tp, hw) for tp, hw in watermarks.items() if isinstance(hw, SourceError)]
-        for tp, hw in sorted(failed, key=lambda item: (item[0].topic, item[0].partition)):
-            warnings.append(f"no end offset for {tp.topic}/{tp.partition}: {hw}")
+        warnings += unreadable_end_offsets(watermarks)
 
         group_lags = tuple(
             self._group_lag(group, committed[group], wanted.get(group, set()), high_watermarks,
                             membership, warnings)
-            for group in self.groups
+            for group in groups
         )
         return Sample(taken_at=taken_at, groups=group_lags,
                       duration_s=self._clock() - started, warnings=tuple(warnings))
@@ -110,11 +149,12 @@ class Sampler:
         self.source.close()
 
     def _failed_sample(
-        self, taken_at: datetime, committed: dict[str, GroupOffsets | SourceError], started: float
+        self, taken_at: datetime, groups: list[str],
+        committed: dict[str, GroupOffsets | SourceError], started: float
     ) -> Sample:
-        groups = tuple(GroupLag(self.source.cluster, group, (), error=str(committed[group]))
-                       for group in self.groups)
-        return Sample(taken_at=taken_at, groups=groups, duration_s=self._clock() - started)
+        failed = tuple(GroupLag(self.source.cluster, group, (), error=str(committed[group]))
+                       for group in groups)
+        return Sample(taken_at=taken_at, groups=failed, duration_s=self._clock() - started)
 
     def _group_lag(
         self,
@@ -157,23 +197,39 @@ class Sampler:
         return partitions
 
     def set_groups(self, groups: Sequence[str]) -> None:
-        """New group list (discovery, config reload); new groups are described next tick."""
-        self.groups = list(dict.fromkeys(groups))
-        kept = set(self.groups)
+        """New group list (discovery, config reload), used from the next sample on; new groups
+        are described then. Safe to call from any thread."""
+        with self._changes_lock:
+            self._pending_groups = list(dict.fromkeys(groups))
+
+    def set_topics(self, topics: TopicSelection) -> None:
+        """New topic selection (config reload): explicit topics are described next sample."""
+        with self._changes_lock:
+            self._pending_topics = topics
+
+    def _apply_changes(self) -> None:
+        """In the sampling thread: take the parked group and topic changes, forget the rest."""
+        with self._changes_lock:
+            groups, self._pending_groups = self._pending_groups, None
+            topics, self._pending_topics = self._pending_topics, None
+        if topics is not None:
+            self.topic_selection = topics
+            self._membership.topics_due = float("-inf")
+        if groups is None:
+            return
+        self._groups = groups
+        kept = set(groups)
         membership = self._membership
         for known in (membership.states, membership.assigned, membership.group_due):
             for group in set(known) - kept:
                 del known[group]
+        self._warned_beyond_watermark = {key for key in self._warned_beyond_watermark
+                                         if key[0] in kept}
 
-    def set_topics(self, topics: TopicSelection) -> None:
-        """New topic selection (config reload): explicit topics are described next tick."""
-        self.topic_selection = topics
-        self._membership.topics_due = float("-inf")
-
-    def _current_membership(self) -> _Membership:
+    def _current_membership(self, groups: list[str]) -> _Membership:
         now = self._clock()
         membership = self._membership
-        due = [g for g in self.groups if membership.group_due.get(g, now) <= now]
+        due = [g for g in groups if membership.group_due.get(g, now) <= now]
         if due:
             self._describe_groups(due, now)
         if membership.topics_due <= now:
@@ -203,15 +259,26 @@ class Sampler:
             membership.group_due[group] = now + self.metadata_refresh_s * share
 
     def _describe_topics(self, now: float) -> None:
-        """Partition numbers of the topics named explicitly (few), all on the slow schedule."""
+        """Partition numbers of the topics named explicitly (few), all on the slow schedule.
+
+        A topic that cannot be described (misspelt, deleted, cluster trouble) is asked for again
+        within a few seconds, and logged when its error starts or changes, not every time."""
         membership = self._membership
         membership.topics_due = now + self.metadata_refresh_s
         explicit_topics = list(self.topic_selection.names)
         for topic in set(membership.topic_partitions) - set(explicit_topics):
             del membership.topic_partitions[topic]  # no longer named
+        for topic in set(self._topic_errors) - set(explicit_topics):
+            del self._topic_errors[topic]
         for topic, numbers in self.source.topic_partitions(explicit_topics).items():
             if isinstance(numbers, SourceError):
-                membership.topics_due = now  # keep the numbers known; ask again next tick
-                log.warning("topic %s: %s", topic, numbers)
+                # keep the numbers known; ask again soon
+                membership.topics_due = min(membership.topics_due,
+                                            now + min(TOPIC_RETRY_S, self.metadata_refresh_s))
+                if self._topic_errors.get(topic) != str(numbers):
+                    log.warning("topic %s: %s", topic, numbers)
+                self._topic_errors[topic] = str(numbers)
             else:
+                if self._topic_errors.pop(topic, None) is not None:
+                    log.info("topic %s: described again (%d partitions)", topic, len(numbers))
                 membership.topic_partitions[topic] = numbers

@@ -131,7 +131,8 @@ def test_unreadable_watermark_gives_no_lag_and_a_warning() -> None:
     kafka.watermarks = {TP("gone", 0): SourceError("Broker: Unknown topic or partition")}
     sample = Sampler(kafka, ["g"]).sample()
     assert sample.groups[0].partitions[0].lag is None
-    assert "no end offset for gone/0" in sample.warnings[0]
+    assert sample.warnings == ("no end offset for 1 partition(s) of gone (0): Broker: Unknown "
+                               "topic or partition; their lag is unknown",)
 
 
 def test_group_descriptions_refresh_on_the_slow_schedule_only() -> None:
