@@ -118,12 +118,18 @@ class ClusterWatch:
         self.sampler.close()
 
 
+ON_SCHEDULE_TICKS = 10
+"""A cluster that fell behind is logged "on schedule again" only after this many on-time ticks:
+during an outage samples alternate between slow and fast, and each change is not news."""
+
+
 class Fleet:
     def __init__(self, clusters: Sequence[ClusterWatch]) -> None:
         self.clusters = list(clusters)
         self.ticks_skipped: dict[str, int] = {}
         """Per cluster: ticks it had no sample for because the previous one was still running."""
-        self._behind: set[str] = set()
+        self._behind: dict[str, int] = {}
+        """Clusters that fell behind -> on-time ticks since (see ON_SCHEDULE_TICKS)."""
 
     def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
         """One tick over every cluster; wait_s bounds how long a slow cluster may hold it up."""
@@ -134,11 +140,13 @@ class Fleet:
         wait([f for c in self.clusters if (f := c.in_flight()) is not None], timeout=wait_s)
         groups: list[GroupLag] = []
         warnings: list[str] = []
+        pending: list[str] = []
         durations = [0.0]
         for cluster in self.clusters:
             finished = cluster.collect()
             if finished is None:
                 self._note_skipped(cluster)
+                pending.append(cluster.name)
                 continue
             self._note_caught_up(cluster)
             durations.append(finished.duration_s)
@@ -148,18 +156,23 @@ class Fleet:
             warnings += finished.warnings
         # duration: the slowest cluster sample handed on, which a late one may make > the tick.
         duration = max(max(durations), time.monotonic() - started)
-        return Sample(taken_at, tuple(groups), duration, tuple(warnings))
+        return Sample(taken_at, tuple(groups), duration, tuple(warnings), tuple(pending))
 
     def _note_skipped(self, cluster: ClusterWatch) -> None:
         self.ticks_skipped[cluster.name] = self.ticks_skipped.get(cluster.name, 0) + 1
         if cluster.name not in self._behind:
-            self._behind.add(cluster.name)
             log.warning("cluster %s: a sample takes longer than the interval; skipping ticks "
                         "until it is done (it is delivered late, with its own time)", cluster.name)
+        self._behind[cluster.name] = 0
 
     def _note_caught_up(self, cluster: ClusterWatch) -> None:
-        if cluster.name in self._behind:
-            self._behind.discard(cluster.name)
+        on_time = self._behind.get(cluster.name)
+        if on_time is None:
+            return
+        if on_time + 1 < ON_SCHEDULE_TICKS:
+            self._behind[cluster.name] = on_time + 1
+        else:
+            del self._behind[cluster.name]
             log.info("cluster %s: sampling on schedule again", cluster.name)
 
     def reconfigure(self, configs: Sequence[ClusterConfig], make_source: SourceFactory,
@@ -178,6 +191,7 @@ class Fleet:
                 updated.append(ClusterWatch(config, make_source(config), discovery_interval_s))
         for gone in current.values():
             log.info("cluster %s removed from the config", gone.name)
+            self._behind.pop(gone.name, None)
             gone.close()
         self.clusters = updated
 

@@ -16,17 +16,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
 from lag_exporter.gc_tuning import relax_gc
-from lag_exporter.lag import lag_total
+from lag_exporter.lag import lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.sinks import Sink
+from lag_exporter.sinks import DeliveryReport, Sink
 
 log = logging.getLogger(__name__)
+
+ON_SCHEDULE_TICKS = 10
+"""On-time ticks after skipped ones before "on schedule again" is logged (no flapping)."""
+SUMMARY_WORST = 5
+"""Groups named in the summary line; the rest are counted."""
 
 
 def ticks_to_skip(start: float, interval: float, tick: int, now: float) -> int:
@@ -48,10 +54,16 @@ class Delivery(threading.Thread):
         self.delivered = 0
         self.failures = 0
         """Failed delivery attempts, in all."""
+        self.rejected = 0
+        """Documents the sink refused for good (e.g. a mapping conflict), in all."""
         self.failure: str | None = None
+        """Why delivery is failing now; None while it works."""
+        self._rejection_reasons: set[str] = set()
         self._stop_after = threading.Event()
 
     def run(self) -> None:
+        """Never ends before finish(): any failure, a sink's or an unexpected one (a closed
+        stdout pipe, a bug), is logged when it starts or changes, and the batch retried."""
         backoff = 0.5
         while True:
             batch = self.outbox.oldest(wait_s=0.2)
@@ -61,24 +73,26 @@ class Delivery(threading.Thread):
                 continue
             try:
                 report = self.sink.write(batch.documents)
-            except SinkError as error:
-                self._failed(str(error))
+            except Exception as error:
+                unexpected = not isinstance(error, SinkError)
+                self._failed(f"{type(error).__name__}: {error}" if unexpected else str(error),
+                             error if unexpected else None)
                 if self._stop_after.wait(backoff):
                     return  # shutting down: what is left stays spooled
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             backoff = 0.5
             self._recovered()
-            for line in report.rejected:
-                log.error("%s rejected a document: %s", self.sink.name, line)
+            self._note_rejected(report, len(batch.documents))
             self.outbox.delivered(batch)
             self.delivered += 1
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, unexpected: BaseException | None = None) -> None:
         self.failures += 1
         if reason != self.failure:
             log.error("%s: delivery failing, samples queue up (%d waiting): %s",
-                      self.sink.name, len(self.outbox), reason)
+                      self.sink.name, len(self.outbox), reason,
+                      exc_info=unexpected)  # a traceback only for what should not happen
         self.failure = reason
 
     def _recovered(self) -> None:
@@ -86,6 +100,16 @@ class Delivery(threading.Thread):
             log.warning("%s: delivery recovered, %d sample(s) still queued",
                         self.sink.name, len(self.outbox))
         self.failure = None
+
+    def _note_rejected(self, report: DeliveryReport, sent: int) -> None:
+        """Rejected documents are counted; logged when the reason changes, not per batch."""
+        self.rejected += len(report.rejected)
+        reasons = set(report.rejected)
+        if reasons and reasons != self._rejection_reasons:
+            log.error("%s rejected %d of %d document(s) of a sample (%d in all): %s",
+                      self.sink.name, len(report.rejected), sent, self.rejected,
+                      "; ".join(sorted(reasons)[:3]))
+        self._rejection_reasons = reasons
 
     def finish(self, timeout_s: float) -> bool:
         """Deliver what is queued within timeout_s; True if nothing is left."""
@@ -100,7 +124,9 @@ class GroupHealth:
     """Logs a failure once when it starts and once when it ends, not every tick.
 
     When every group of a cluster fails (broker down, refused credentials) that is one line for
-    the cluster instead of one per group.
+    the cluster instead of one per group; groups that were failing before keep their state (no
+    "sampling again" for them while the whole cluster is down). Groups and clusters that are no
+    longer sampled are forgotten.
     """
 
     failing: set[tuple[str, ...]] = field(default_factory=set)
@@ -113,9 +139,22 @@ class GroupHealth:
             cluster_down = all(g.error for g in group_lags)
             self._transition(("cluster", cluster), f"cluster {cluster}",
                              group_lags[0].error if cluster_down else None)
+            if cluster_down:
+                continue
             for g in group_lags:
                 self._transition(("group", cluster, g.group), f"cluster {cluster} group {g.group}",
-                                 None if cluster_down else g.error)
+                                 g.error)
+        self._forget_unsampled(sample, by_cluster)
+
+    def _forget_unsampled(self, sample: Sample, by_cluster: dict[str, list[GroupLag]]) -> None:
+        present = {(g.cluster, g.group) for g in sample.groups}
+        known_clusters = set(by_cluster) | set(sample.pending_clusters)
+        for key in list(self.failing):
+            cluster = key[1]
+            group_gone = (key[0] == "group" and cluster in by_cluster
+                          and (cluster, key[2]) not in present)
+            if cluster not in known_clusters or group_gone:
+                self.failing.discard(key)
 
     def _transition(self, key: tuple[str, ...], what: str, error: str | None) -> None:
         if error and key not in self.failing:
@@ -152,6 +191,9 @@ class Watch:
         self._health = GroupHealth()
         self._warnings_shown: set[str] = set()
         self._last_summary = 0.0
+        self._skipping_since: int | None = None
+        """ticks_skipped when the current episode of skipped ticks began; None: on schedule."""
+        self._on_time = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -172,15 +214,12 @@ class Watch:
                     break
                 if self._reload_requested.is_set() and self.reload is not None:
                     self._reload_requested.clear()
-                    self.reload()
+                    self._reload()
                 self._take_sample()
                 if max_samples is not None and self.samples_taken >= max_samples:
                     break
                 skipped = ticks_to_skip(start, self.interval_s, tick, self._clock())
-                if skipped:
-                    self.ticks_skipped += skipped
-                    log.warning("sample took longer than the interval: skipped %d tick(s)",
-                                skipped)
+                self._note_schedule(skipped)
                 tick += 1 + skipped
         finally:
             if not self.delivery.finish(shutdown_timeout_s):
@@ -195,6 +234,30 @@ class Watch:
                      f"; skipped by slow clusters: {behind}" if behind else "",
                      self.delivery.delivered, self.outbox.dropped)
 
+    def _reload(self) -> None:
+        """A reload that fails for any reason keeps the running config (and the process)."""
+        assert self.reload is not None
+        try:
+            self.reload()
+        except Exception:
+            log.exception("config reload failed, keeping the running config")
+
+    def _note_schedule(self, skipped: int) -> None:
+        """The first skipped tick of an episode is a warning; the rest are counted, and the
+        end of the episode is logged once the schedule has held for ON_SCHEDULE_TICKS ticks."""
+        if skipped:
+            if self._skipping_since is None:
+                log.warning("sample took longer than the interval: skipped %d tick(s)", skipped)
+                self._skipping_since = self.ticks_skipped
+            self.ticks_skipped += skipped
+            self._on_time = 0
+        elif self._skipping_since is not None:
+            self._on_time += 1
+            if self._on_time >= ON_SCHEDULE_TICKS:
+                log.info("sampling on schedule again (%d tick(s) skipped meanwhile)",
+                         self.ticks_skipped - self._skipping_since)
+                self._skipping_since = None
+
     def _take_sample(self) -> None:
         # A slow cluster may use most of the interval, never more: the others' ticks go on.
         sample = self.fleet.sample(wait_s=self.interval_s * 0.9)
@@ -207,7 +270,10 @@ class Watch:
         if documents:
             self.outbox.put(documents)
         for observe in self.sample_observers:
-            observe(sample)
+            try:
+                observe(sample)
+            except Exception:  # metrics or health must never stop the sampling
+                log.exception("a sample observer failed")
         self._maybe_summarise(sample)
 
     def _maybe_summarise(self, sample: Sample) -> None:
@@ -216,36 +282,95 @@ class Watch:
         if now - self._last_summary < self.summary_every_s - self.interval_s / 2:
             return
         self._last_summary = now
-        parts = []
-        for group_lag in sample.groups:
-            total = lag_total(group_lag.partitions)
-            parts.append(f"{group_lag.group}={'error' if group_lag.error else total}")
-        log.info("%d samples, last took %.0f ms, lag %s, %d queued for delivery",
-                 self.samples_taken, sample.duration_s * 1000, " ".join(parts), len(self.outbox))
+        log.info("%d samples, last took %.0f ms, %s, %d queued for delivery",
+                 self.samples_taken, sample.duration_s * 1000, summarise_lag(sample),
+                 len(self.outbox))
+
+
+def summarise_lag(sample: Sample, worst: int = SUMMARY_WORST) -> str:
+    """Pure: the lag of a sample in one short line, worst groups first, whatever the count:
+    'lag 1200 in 3 group(s): g1=1000 g2=200 g3=0' or '..., +497 more; 2 failing: a, b'."""
+    totals: list[tuple[int, str]] = []
+    notes: list[str] = []
+    failing: list[str] = []
+    for group_lag in sample.groups:
+        name = group_lag.group if len({g.cluster for g in sample.groups}) == 1 \
+            else f"{group_lag.cluster}/{group_lag.group}"
+        if group_lag.error:
+            failing.append(name)
+            continue
+        total = lag_total(group_lag.partitions)
+        unknown = partitions_unknown(group_lag.partitions)
+        if unknown:
+            notes.append(f"{name}>={total or 0} ({unknown} partition(s) unknown)")
+        elif total is None:
+            notes.append(f"{name}=no commits yet")
+        else:
+            totals.append((total, name))
+    totals.sort(key=lambda item: (-item[0], item[1]))
+    shown = [f"{name}={total}" for total, name in totals] + notes
+    line = (f"lag {sum(total for total, _ in totals)} in {len(totals)} group(s)"
+            + (f": {' '.join(shown[:worst])}" if shown else "")
+            + (f", +{len(shown) - worst} more" if len(shown) > worst else ""))
+    if failing:
+        line += (f"; {len(failing)} failing: {', '.join(sorted(failing)[:worst])}"
+                 + (", ..." if len(failing) > worst else ""))
+    if sample.pending_clusters:
+        line += f"; still sampling {', '.join(sample.pending_clusters)}"
+    return line
+
+
+class Signals:
+    """SIGINT/SIGTERM ask the loop to stop after the sample in flight; a second one forces the
+    exit. SIGHUP asks for a config reload.
+
+    Installed on the first line of `watch`: a signal that arrives while the spool is restored
+    or Elasticsearch is first contacted must not kill the process (systemd would count that as
+    a clean exit). What arrives before the watch exists is handed to it by attach().
+    """
+
+    def __init__(self) -> None:
+        self._watch: Watch | None = None
+        self._stop_requested = False
+        self._reload_requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._on_stop)
+        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def attach(self, watch: Watch) -> None:
+        self._watch = watch
+        if self._stop_requested:
+            watch.stop()
+        if self._reload_requested:
+            watch.request_reload()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        log.info("received %s: finishing the current sample and flushing",
+                 signal.Signals(signum).name)
+        if self._watch is not None:
+            self._watch.stop()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading the config before the next tick")
+        self._reload_requested = True
+        if self._watch is not None:
+            self._watch.request_reload()
 
 
 @contextmanager
 def stop_on_signals(watch: Watch) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the loop to stop after the sample in flight; a second one forces it.
-    SIGHUP asks for a config reload."""
-    received: list[int] = []
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if received:
-            raise KeyboardInterrupt
-        received.append(signum)
-        log.info("received %s: finishing the current sample and flushing",
-                 signal.Signals(signum).name)
-        watch.stop()
-
-    def reload(signum: int, frame: FrameType | None) -> None:
-        log.info("received SIGHUP: reloading the config before the next tick")
-        watch.request_reload()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
-    try:
+    """Signals for a watch that already exists (tests, embedding)."""
+    with Signals() as signals:
+        signals.attach(watch)
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
