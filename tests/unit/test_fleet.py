@@ -1,9 +1,12 @@
 """The fleet with fake clusters: isolation of slow clusters, discovery, reload (pure logic)."""
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from lag_exporter.config import ClusterConfig, KafkaSettings
 from lag_exporter.documents import sample_documents
@@ -53,18 +56,39 @@ def config(name: str, names: tuple[str, ...] = (), pattern: str | None = None) -
                          TopicSelection())
 
 
-def test_a_slow_cluster_does_not_hold_up_the_others_and_its_sample_arrives_late() -> None:
+def finished_in_background(watch: ClusterWatch, taken_at: datetime) -> None:
+    """Start the cluster's sample for this tick and wait until it is done, so that a tick
+    that then waits 0 s finds it finished whatever the machine's load (no wall-time race)."""
+    watch.start(taken_at)
+    in_flight = watch.in_flight()
+    assert in_flight is not None
+    in_flight.result(timeout=10)
+
+
+def test_a_slow_cluster_does_not_hold_up_the_others_and_its_sample_arrives_late(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lag_exporter")
     fast, slow = FakeCluster("fast", []), FakeCluster("slow", [])
     slow.slow = True
-    fleet = Fleet([ClusterWatch(config("fast", ("a",)), fast),
-                   ClusterWatch(config("slow", ("b",)), slow)])
+    fast_watch = ClusterWatch(config("fast", ("a",)), fast)
+    slow_watch = ClusterWatch(config("slow", ("b",)), slow)
+    fleet = Fleet([fast_watch, slow_watch])
     first_tick = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
-    first = fleet.sample(wait_s=0.2, taken_at=first_tick)
+    finished_in_background(fast_watch, first_tick)
+    first = fleet.sample(wait_s=0, taken_at=first_tick)  # slow blocks until released
     assert [(g.cluster, g.error) for g in first.groups] == [("fast", None)]
-    second = fleet.sample(wait_s=0.2, taken_at=first_tick + timedelta(seconds=1))
+    second_tick = first_tick + timedelta(seconds=1)
+    finished_in_background(fast_watch, second_tick)
+    second = fleet.sample(wait_s=0, taken_at=second_tick)
     assert [g.cluster for g in second.groups] == ["fast"]  # slow skips ticks, no fake error
     slow.block.set()
-    third = fleet.sample(wait_s=1.0, taken_at=first_tick + timedelta(seconds=2))
+    slow_in_flight = slow_watch.in_flight()
+    assert slow_in_flight is not None
+    slow_in_flight.result(timeout=10)
+    third_tick = first_tick + timedelta(seconds=2)
+    finished_in_background(fast_watch, third_tick)
+    third = fleet.sample(wait_s=0, taken_at=third_tick)
     late = [g for g in third.groups if g.cluster == "slow"]
     assert len(late) == 1 and late[0].error is None and late[0].partitions[0].lag == 4
     assert late[0].taken_at == first_tick  # delivered with the time it was taken
@@ -72,12 +96,25 @@ def test_a_slow_cluster_does_not_hold_up_the_others_and_its_sample_arrives_late(
     assert {d.source["cluster"]: d.source["@timestamp"] for d in documents} == {
         "fast": "2026-01-01T00:00:02.000Z", "slow": "2026-01-01T00:00:00.000Z"}
     assert fleet.ticks_skipped == {"slow": 2}
+    behind = [r for r in caplog.records if "takes longer than the interval" in r.getMessage()]
+    assert [(r.name, r.levelno) for r in behind] == [("lag_exporter.fleet", logging.WARNING)]
+    fleet.close()
+
+
+def test_a_tick_waits_up_to_wait_s_for_a_cluster_still_sampling() -> None:
+    kafka = FakeCluster("c", [])
+    kafka.slow = True
+    fleet = Fleet([ClusterWatch(config("c", ("g",)), kafka)])
+    release = threading.Timer(0.05, kafka.block.set)
+    release.start()
+    # Released after 50 ms, so a 30 s budget is never used up, however loaded the machine.
+    assert [g.group for g in fleet.sample(wait_s=30).groups] == ["g"]
     fleet.close()
 
 
 def test_groups_found_by_regex_come_and_go_with_discovery() -> None:
     kafka = FakeCluster("c", ["mirror-1", "other"])
-    watch = ClusterWatch(config("c", pattern="^mirror-"), kafka, discovery_interval_s=0)
+    watch = ClusterWatch(config("c", pattern="mirror-.*"), kafka, discovery_interval_s=0)
     fleet = Fleet([watch])
     assert [g.group for g in fleet.sample().groups] == ["mirror-1"]
     kafka.groups = ["mirror-2"]

@@ -7,9 +7,10 @@ import pytest
 
 from lag_exporter.documents import Document
 from lag_exporter.errors import SinkError
+from lag_exporter.fleet import Fleet
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.service import Delivery, GroupHealth, ticks_to_skip
+from lag_exporter.service import Delivery, GroupHealth, Watch, ticks_to_skip
 from lag_exporter.sinks import DeliveryReport
 
 
@@ -90,3 +91,119 @@ def test_a_whole_cluster_down_is_one_line_not_one_per_group(
         health.update(sample)
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["cluster c: cannot sample: refused", "cluster c: sampling again"]
+
+
+# -- Watch.run on a fake clock: the schedule and what it logs ---------------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ClockedStop(threading.Event):
+    """Watch's stop event, whose timed waits pass on the fake clock instead of in real time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not self.is_set() and timeout:
+            self._clock.advance(timeout)
+        return self.is_set()
+
+
+class ScriptedFleet(Fleet):
+    """Each sample takes the next of `durations` on the fake clock; records when it started."""
+
+    def __init__(self, clock: FakeClock, durations: Sequence[float],
+                 warnings: tuple[str, ...] = ()) -> None:
+        super().__init__([])
+        self.clock = clock
+        self.durations = list(durations)
+        self.warnings = warnings
+        self.started: list[float] = []
+
+    def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
+        self.started.append(self.clock())
+        duration = self.durations[len(self.started) - 1]
+        self.clock.advance(duration)
+        lagging = GroupLag("c", "orders-mirror", (PartitionLag("t", 0, 58, 100, 42),))
+        return Sample(taken_at=taken_at or datetime.now(UTC), groups=(lagging,),
+                      duration_s=duration, warnings=self.warnings)
+
+
+class RecordingSink:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def write(self, documents: list[Document]) -> DeliveryReport:
+        self.batches += 1
+        return DeliveryReport(stored=len(documents))
+
+    def close(self) -> None:
+        pass
+
+
+def run_watch(durations: Sequence[float], interval_s: float = 1.0, summary_every_s: float = 60.0,
+              warnings: tuple[str, ...] = ()) -> tuple[Watch, ScriptedFleet, float]:
+    """Watch.run for len(durations) samples on a fake clock; (watch, fleet, start time)."""
+    clock = FakeClock()
+    fleet = ScriptedFleet(clock, durations, warnings)
+    watch = Watch(fleet, Outbox(), RecordingSink(), interval_s=interval_s,
+                  summary_every_s=summary_every_s, clock=clock)
+    watch._stop = ClockedStop(clock)  # the only hook for the waits between ticks
+    start = clock()
+    watch.run(max_samples=len(durations))
+    return watch, fleet, start
+
+
+@pytest.fixture(autouse=True)
+def no_gc_tuning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Watch.run freezes the collector for a long-running process; not for the test process."""
+    monkeypatch.setattr("lag_exporter.service.relax_gc", lambda: None)
+
+
+def test_tick_k_starts_at_start_plus_k_intervals_whatever_the_samples_took() -> None:
+    # Waiting `interval` after each sample instead would start them at 1, 2.3, 4.2, 5.3, 6.8.
+    _, fleet, start = run_watch([0.3, 0.9, 0.1, 0.5, 0.2], interval_s=1.0)
+    assert fleet.started == pytest.approx([start + k for k in range(5)])
+
+
+def test_an_overrun_skips_the_ticks_it_covered_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lag_exporter")
+    watch, fleet, start = run_watch([2.5, 0.1, 0.1], interval_s=1.0)
+    assert fleet.started == pytest.approx([start, start + 3, start + 4])
+    assert watch.ticks_skipped == 2
+    (skipped,) = [r for r in caplog.records if "skipped 2 tick" in r.getMessage()]
+    assert (skipped.name, skipped.levelno) == ("lag_exporter.service", logging.WARNING)
+
+
+def test_the_summary_line_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="lag_exporter")
+    run_watch([0.1] * 4, interval_s=1.0, summary_every_s=2.0)
+    summaries = [r for r in caplog.records if "orders-mirror" in r.getMessage()]
+    assert summaries, "no summary line"
+    assert all((r.name, r.levelno) == ("lag_exporter.service", logging.INFO) for r in summaries)
+    assert all("42" in r.getMessage() for r in summaries)
+
+
+def test_a_lasting_warning_is_logged_once_not_every_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lag_exporter")
+    warning = "topic t: no end offset for partition 3"
+    run_watch([0.1] * 5, warnings=(warning,))
+    logged = [r for r in caplog.records if r.getMessage() == warning]
+    assert [r.levelno for r in logged] == [logging.WARNING]
