@@ -41,7 +41,7 @@ def incompatible_mapping(properties: dict[str, Any]) -> list[str]:
     for name, spec in sorted(properties.items()):
         field_type = spec.get("type", "object")
         if name in EXPECTED_TYPES and field_type not in EXPECTED_TYPES[name] | (
-                NUMERIC_TYPES if name.startswith("lag_") else set()):
+                NUMERIC_TYPES if name.startswith(("lag_", "partitions_")) else set()):
             problems.append(f"'{name}' is {field_type}, expected "
                             f"{'/'.join(sorted(EXPECTED_TYPES[name]))}")
         elif name.startswith("p") and name[1:].isdigit() and field_type not in NUMERIC_TYPES:
