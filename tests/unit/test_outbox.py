@@ -1,86 +1,380 @@
 import json
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lag_exporter import outbox as outbox_module
 from lag_exporter.documents import Document
 from lag_exporter.errors import ConfigError
-from lag_exporter.outbox import Outbox
+from lag_exporter.outbox import SPOOL_FILE, Batch, Outbox, decode, encode, read_spool
 
 
-def docs(n: int) -> list[Document]:
-    return [Document(f"id-{n}", {"topic": "t", "p0": n})]
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def docs(n: int, padding: int = 0) -> list[Document]:
+    return [Document(f"id-{n}", {"topic": "t", "p0": n, "pad": "x" * padding})]
+
+
+def numbers(batch: Batch | None) -> int:
+    assert batch is not None
+    return int(batch.documents[0].source["p0"])
 
 
 def drain(outbox: Outbox) -> list[int]:
     seen = []
     while (batch := outbox.oldest(wait_s=0)) is not None:
-        seen.append(batch.documents[0].source["p0"])
+        seen.append(numbers(batch))
         outbox.delivered(batch)
     return seen
 
+
+def settle(outbox: Outbox) -> None:
+    """Waits until the spooler has written (with a spool) or encoded (without) every batch."""
+
+    def idle() -> bool:
+        if outbox._db is not None:
+            return not outbox._memory
+        return all(entry.body is not None for entry in list(outbox._memory)[1:])
+
+    with outbox._state:
+        assert outbox._state.wait_for(idle, timeout=30)
+
+
+def spooled(tmp_path: Path) -> list[int]:
+    return [int(batch.documents[0].source["p0"]) for batch in read_spool(tmp_path)]
+
+
+def size_of(n: int, padding: int = 0) -> int:
+    return len(encode(docs(n, padding)))
+
+
+# -- in memory ----------------------------------------------------------------------------
 
 def test_batches_come_out_in_order() -> None:
     outbox = Outbox()
     for n in range(5):
         outbox.put(docs(n))
     assert drain(outbox) == [0, 1, 2, 3, 4]
+    outbox.close()
 
 
 def test_undelivered_batch_stays_first() -> None:
     outbox = Outbox()
     outbox.put(docs(1))
     outbox.put(docs(2))
+    settle(outbox)  # the second is encoded in the background: decoded again on its turn
     first = outbox.oldest(wait_s=0)
     again = outbox.oldest(wait_s=0)
     assert first is again
+    assert first is not None
+    outbox.delivered(first)
+    assert numbers(outbox.oldest(wait_s=0)) == 2
+    outbox.close()
 
 
-def test_full_outbox_drops_oldest_and_counts() -> None:
-    outbox = Outbox(max_batches=3)
+def test_memory_bound_drops_the_oldest_and_counts() -> None:
+    one = outbox_module.estimated_size(docs(0))
+    outbox = Outbox(memory_max_bytes=2 * one)
     for n in range(5):
         outbox.put(docs(n))
-    assert outbox.dropped == 2
-    assert drain(outbox) == [2, 3, 4]
+        assert outbox.queued_bytes <= 2 * one
+    assert outbox.dropped >= 3  # sizes shrink once encoded: then 2 or more fit
+    assert drain(outbox)[-2:] == [3, 4]
+    outbox.close()
+
+
+def test_memory_bound_counts_encoded_bytes_once_encoded() -> None:
+    outbox = Outbox()
+    outbox.put(docs(0, padding=10_000))
+    outbox.put(docs(1, padding=10_000))
+    settle(outbox)
+    # the first stays decoded (it is next); the second is kept compressed
+    assert outbox.queued_bytes == (outbox_module.estimated_size(docs(0, padding=10_000))
+                                   + size_of(1, padding=10_000))
+    assert size_of(1, padding=10_000) < 200
+    outbox.close()
+
+
+def test_a_batch_bigger_than_the_memory_bound_is_kept_alone() -> None:
+    outbox = Outbox(memory_max_bytes=10)
+    outbox.put(docs(1))
+    outbox.put(docs(2))
+    assert len(outbox) == 1
+    assert drain(outbox) == [2]
+    outbox.close()
 
 
 def test_batches_older_than_max_age_are_dropped() -> None:
-    outbox = Outbox(max_age_s=-1)  # everything is already too old
+    clock = FakeClock()
+    outbox = Outbox(max_age_s=60, clock=clock)
     outbox.put(docs(1))
-    assert outbox.oldest(wait_s=0) is None
+    clock.now += 30
+    outbox.put(docs(2))
+    clock.now += 31  # the first is 61 s old, the second 31 s
+    assert numbers(outbox.oldest(wait_s=0)) == 2
     assert outbox.dropped == 1
+    outbox.close()
 
 
-def test_spooled_batches_survive_a_restart(tmp_path: Path) -> None:
+def test_oldest_created_at_and_queued_bytes() -> None:
+    clock = FakeClock(5000.0)
+    outbox = Outbox(clock=clock)
+    assert outbox.oldest_created_at() is None
+    assert outbox.queued_bytes == 0
+    outbox.put(docs(1))
+    clock.now += 1
+    outbox.put(docs(2))
+    assert outbox.oldest_created_at() == 5000.0
+    assert outbox.queued_bytes > 0
+    drain(outbox)
+    assert outbox.oldest_created_at() is None
+    assert outbox.queued_bytes == 0
+    outbox.close()
+
+
+def test_dropping_is_logged_when_it_starts_and_when_it_stops(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    outbox = Outbox(memory_max_bytes=1, clock=clock)  # room for one batch: every put drops one
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        for n in range(100):
+            outbox.put(docs(n))
+            clock.now += 1
+        assert outbox.dropped == 99
+        assert [r.getMessage() for r in caplog.records] == [
+            "outbox: dropping the oldest samples (more than 0.0 MiB in memory)"]
+        drain(outbox)
+        clock.now += outbox_module.DROPPING_QUIET_S - 2
+        outbox.put(docs(100))  # 59 s without a drop: still the same episode
+        drain(outbox)
+        clock.now += 1
+        outbox.put(docs(101))  # a minute without a drop
+        outbox.put(docs(102))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[1:] == [
+        "outbox: stopped dropping samples; 99 oldest dropped in 98 s (99 in all)",
+        "outbox: dropping the oldest samples (more than 0.0 MiB in memory)"]
+
+
+def test_put_does_not_wait_for_a_slow_delivery(tmp_path: Path) -> None:
+    """The delivery thread holds a batch (and the disk) while the sink is slow: put() must
+    neither wait for it nor for the disk."""
+    outbox = Outbox(tmp_path)
+    outbox.put(docs(0))
+    batch = outbox.oldest(wait_s=0)
+    assert batch is not None
+    sink_answered = threading.Event()
+    holding_the_disk = threading.Event()
+
+    def slow_delivery() -> None:
+        with outbox._db_lock:  # e.g. a long fsync while removing a batch
+            holding_the_disk.set()
+            sink_answered.wait()
+        outbox.delivered(batch)
+
+    delivery = threading.Thread(target=slow_delivery)
+    delivery.start()
+    holding_the_disk.wait()
+    for n in range(1, 50):
+        outbox.put(docs(n))  # would hang here if put() took the disk lock
+    assert len(outbox) == 50
+    sink_answered.set()
+    delivery.join()
+    assert drain(outbox) == list(range(1, 50))
+    outbox.close()
+
+
+def test_wait_until_empty() -> None:
+    outbox = Outbox()
+    assert outbox.wait_until_empty(timeout_s=0)
+    outbox.put(docs(1))
+    assert not outbox.wait_until_empty(timeout_s=0)
+
+    def deliver() -> None:
+        batch = outbox.oldest(wait_s=5)
+        assert batch is not None
+        outbox.delivered(batch)
+
+    delivery = threading.Thread(target=deliver)
+    delivery.start()
+    assert outbox.wait_until_empty(timeout_s=30)
+    delivery.join()
+    outbox.close()
+
+
+def test_encoding_round_trips() -> None:
+    documents = [Document("a", {"@timestamp": "2026-01-01T00:00:00.000Z", "p0": 1, "p1": None}),
+                 Document("b", {"topic": "t\u00e9", "lag_total": 2**40})]
+    assert decode(encode(documents)) == documents
+
+
+@pytest.mark.parametrize("body", [b"", b"garbage", zlib.compress(b"{}"),
+                                  zlib.compress(b"[[1, {}]]"), zlib.compress(b"[[\"a\", 1]]")])
+def test_decode_rejects_what_encode_did_not_make(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode(body)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=40),
+       st.integers(min_value=1, max_value=20_000))
+def test_memory_bound_holds_and_order_is_kept(paddings: list[int], bound: int) -> None:
+    outbox = Outbox(memory_max_bytes=bound)
+    for n, padding in enumerate(paddings):
+        outbox.put(docs(n, padding))
+        newest = max(outbox_module.estimated_size(docs(n, padding)), size_of(n, padding))
+        assert outbox.queued_bytes <= max(bound, newest)
+    seen = drain(outbox)
+    assert seen == sorted(seen)
+    assert seen[-1] == len(paddings) - 1  # the newest is never dropped
+    assert len(seen) + outbox.dropped == len(paddings)
+    outbox.close()
+
+
+# -- with a spool directory ---------------------------------------------------------------
+
+def test_spooled_batches_survive_a_restart_in_order(tmp_path: Path) -> None:
     first = Outbox(tmp_path)
-    for n in range(3):
+    for n in range(5):
         first.put(docs(n))
     delivered = first.oldest(wait_s=0)
     assert delivered is not None
     first.delivered(delivered)
-    first.close()  # as after a crash: nothing else is flushed
-    second = Outbox(tmp_path)
-    assert drain(second) == [1, 2]
-    assert list(tmp_path.glob("*.json")) == []
-    second.close()
-
-
-def test_new_batches_after_restart_sort_after_the_restored_ones(tmp_path: Path) -> None:
-    first = Outbox(tmp_path)
-    first.put(docs(1))
     first.close()
     second = Outbox(tmp_path)
-    second.put(docs(2))
-    assert drain(second) == [1, 2]
+    assert len(second) == 4
+    second.put(docs(5))
+    assert drain(second) == [1, 2, 3, 4, 5]
+    second.close()
+    assert read_spool(tmp_path) == []
+
+
+def test_the_spool_is_one_file_and_keeps_ids_and_times(tmp_path: Path) -> None:
+    clock = FakeClock(1234.5)
+    outbox = Outbox(tmp_path, clock=clock)
+    for n in range(20):
+        outbox.put(docs(n))
+    outbox.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", SPOOL_FILE]
+    batches = read_spool(tmp_path)
+    assert [b.documents[0].doc_id for b in batches] == [f"id-{n}" for n in range(20)]
+    assert {b.created_at for b in batches} == {1234.5}
+
+
+def test_the_spool_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    assert outbox._db is not None
+    assert outbox._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert outbox._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    outbox.close()
+
+
+def test_only_the_oldest_batch_is_held_in_memory(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(50):
+        outbox.put(docs(n, padding=1000))
+    settle(outbox)
+    assert outbox._memory_bytes == 0  # every batch is on disk
+    outbox.close()
+    restarted = Outbox(tmp_path)
+    assert numbers(restarted.oldest(wait_s=0)) == 0
+    assert restarted._memory_bytes == 0
+    assert len(restarted) == 50
+    restarted.close()
+
+
+def test_disk_bound_drops_the_oldest(tmp_path: Path) -> None:
+    one = size_of(0, padding=3000)
+    outbox = Outbox(tmp_path, max_bytes=int(3.5 * one))
+    for n in range(10):
+        outbox.put(docs(n, padding=3000))
+        settle(outbox)
+        assert outbox._disk_bytes <= 3.5 * one
+    assert outbox.dropped == 7
+    outbox.close()
+    assert spooled(tmp_path) == [7, 8, 9]
+
+
+def test_a_smaller_disk_bound_at_restart_drops_the_oldest(tmp_path: Path) -> None:
+    first = Outbox(tmp_path)
+    for n in range(10):
+        first.put(docs(n))
+    first.close()
+    second = Outbox(tmp_path, max_bytes=2 * size_of(0))
+    assert second.dropped == 8
+    assert drain(second) == [8, 9]
     second.close()
 
 
-def test_spool_keeps_document_ids(tmp_path: Path) -> None:
+def test_old_batches_on_disk_are_dropped(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = Outbox(tmp_path, clock=clock)
+    first.put(docs(1))
+    clock.now += 100
+    first.put(docs(2))
+    first.close()
+    clock.now += 1000
+    second = Outbox(tmp_path, max_age_s=1050, clock=clock)
+    assert second.oldest_created_at() == clock.now - 1100
+    assert numbers(second.oldest(wait_s=0)) == 2
+    assert second.dropped == 1
+    assert second.oldest_created_at() == clock.now - 1000
+    second.close()
+
+
+def test_a_failing_disk_keeps_batches_in_memory_and_logs_twice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_FIRST_S", 0.001)
+    monkeypatch.setattr(outbox_module, "RETRY_MAX_S", 0.001)
     outbox = Outbox(tmp_path)
-    outbox.put(docs(7))
+    outbox.put(docs(0))
+    settle(outbox)
+    assert outbox._db is not None
+    healthy = outbox._db
+    broken = sqlite3.connect(":memory:", check_same_thread=False)  # has no spool table
+    failed = threading.Event()
+
+    class OnError(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                failed.set()
+
+    on_error = OnError()
+    logging.getLogger("lag_exporter.outbox").addHandler(on_error)
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        with outbox._db_lock:
+            outbox._db = broken
+        for n in range(1, 5):
+            outbox.put(docs(n))
+        assert failed.wait(timeout=30)
+        with outbox._db_lock:
+            assert len(outbox) == 5
+            assert len(outbox._memory) == 4
+            outbox._db = healthy
+        settle(outbox)
+    logging.getLogger("lag_exporter.outbox").removeHandler(on_error)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(f"cannot write the spool {tmp_path}: no such table: spool")
+    assert messages[1] == f"spool {tmp_path} written again"
+    assert drain(outbox) == [0, 1, 2, 3, 4]
     outbox.close()
-    content = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert content["documents"][0]["id"] == "id-7"
 
 
 def test_second_process_on_the_same_spool_is_refused(tmp_path: Path) -> None:
@@ -97,8 +391,97 @@ def test_unwritable_spool_is_a_config_error(tmp_path: Path) -> None:
         Outbox(blocker / "spool")
 
 
-def test_unreadable_spool_file_is_skipped(tmp_path: Path) -> None:
-    (tmp_path / f"{5:020d}.json").write_text("{not json")
+# -- quarantine and the previous format ---------------------------------------------------
+
+def quarantined(tmp_path: Path) -> list[str]:
+    return sorted(p.name.split("-", 1)[1] for p in (tmp_path / "quarantine").iterdir())
+
+
+def test_an_unreadable_database_is_quarantined_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / SPOOL_FILE).write_bytes(b"not a database at all" * 100)
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path)
+        outbox.put(docs(1))
+        outbox.close()
+        again = Outbox(tmp_path)
+        assert drain(again) == [1]
+        again.close()
+    assert quarantined(tmp_path) == [SPOOL_FILE]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert "is unreadable (file is not a database)" in messages[0]
+
+
+def test_a_corrupt_batch_is_dropped_and_the_next_delivered(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path)
-    assert drain(outbox) == []
+    for n in range(3):
+        outbox.put(docs(n))
     outbox.close()
+    with sqlite3.connect(tmp_path / SPOOL_FILE) as db:
+        db.execute("UPDATE spool SET body = x'00ff' WHERE sequence = 1")
+    restarted = Outbox(tmp_path)
+    assert drain(restarted) == [0, 2]
+    assert restarted.dropped == 1
+    restarted.close()
+
+
+def write_previous_format(tmp_path: Path, sequence: int, n: int, created_at: float) -> None:
+    content = {"created_at": created_at,
+               "documents": [{"id": d.doc_id, "source": d.source} for d in docs(n)]}
+    (tmp_path / f"{sequence:020d}.json").write_text(json.dumps(content))
+
+
+def test_the_previous_format_is_imported_in_order_and_bad_files_quarantined(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for sequence in (3, 10, 12):
+        write_previous_format(tmp_path, sequence, sequence, 100.0 + sequence)
+    (tmp_path / f"{11:020d}.json").write_text("{not json")
+    (tmp_path / f"{13:020d}.tmp").write_text("{half wri")
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path, clock=FakeClock(200.0))
+        batches = []
+        while (batch := outbox.oldest(wait_s=0)) is not None:
+            batches.append(batch)
+            outbox.delivered(batch)
+        outbox.close()
+        Outbox(tmp_path).close()  # nothing to say the second time
+    assert [numbers(b) for b in batches] == [3, 10, 12]
+    assert [b.created_at for b in batches] == [103.0, 110.0, 112.0]
+    assert [b.documents[0].doc_id for b in batches] == ["id-3", "id-10", "id-12"]
+    assert list(tmp_path.glob("*.json")) == [] and list(tmp_path.glob("*.tmp")) == []
+    assert quarantined(tmp_path) == [f"{11:020d}.json", f"{13:020d}.tmp"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"spool {tmp_path}: imported 3 sample(s) of the previous format; moved "
+                        f"2 unreadable or temporary file(s) to {tmp_path / 'quarantine'}"]
+
+
+def test_imported_batches_come_before_new_ones(tmp_path: Path) -> None:
+    write_previous_format(tmp_path, 7, 1, 100.0)
+    outbox = Outbox(tmp_path, clock=FakeClock(200.0))
+    outbox.put(docs(2))
+    assert drain(outbox) == [1, 2]
+    outbox.close()
+
+
+CRASHING_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from lag_exporter.documents import Document
+from lag_exporter.outbox import Outbox
+outbox = Outbox(Path(sys.argv[1]))
+for n in range(5):
+    outbox.put([Document(f"id-{n}", {"p0": n})])
+with outbox._state:
+    outbox._state.wait_for(lambda: not outbox._memory, timeout=30)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_written_batches_survive_a_kill(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", CRASHING_CHILD, str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    restarted = Outbox(tmp_path)  # the kernel released the lock
+    assert drain(restarted) == [0, 1, 2, 3, 4]
+    restarted.close()
