@@ -4,14 +4,18 @@ Every call is batched: one OffsetFetch per group (all groups in flight at once),
 for all groups, and one ListOffsets per partition leader and chunk of 250 partitions. Failures are
 returned per group / per partition as SourceError values, never raised, so that one bad group
 cannot wipe out the others' samples.
+
+Waits serve the client's error callbacks, so that a certain failure (refused credentials, a refused
+connection) is reported at once instead of after the whole timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,6 +45,12 @@ GROUP_NOT_FOUND_STATES = {"DEAD"}
 # 10,000 partitions: one call ~0.6 s CPU, 1,000 per call ~0.12 s, 250 per call ~0.06 s).
 LIST_OFFSETS_CHUNK = 250
 PROBE_TIMEOUT_S = 1.0
+# How often a wait serves the client's error callbacks, to notice a certain failure.
+WAIT_SLICE_S = 0.05
+# A topic whose partitions are unknown to the client's metadata cache (partitions added, leader
+# moved) gets its metadata refreshed at most this often: a deleted topic that a group still has
+# commits on must not cost a Metadata request per sample.
+METADATA_REFRESH_S = 10.0
 _LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]  # the wire's -1
 
 # After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
@@ -49,9 +59,26 @@ _LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]  # the wir
 # replaced before the next sample.
 STALE_CLIENT_ERRORS = {
     KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._AUTHENTICATION, KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+# Routine during a reassignment or after partitions were added: the client's metadata cache is
+# behind. Refreshing that topic's metadata is enough; a new client would start cold (coordinator
+# cache, SASL handshakes).
+STALE_METADATA_ERRORS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+    KafkaError._NOENT,  # a whole ListOffsets request: "No leaders found"
+}
+# The group's coordinator is not serving it (yet). librdkafka 2.16 dereferences a NULL consumer
+# group handle when an admin client's OffsetFetch is answered with NOT_COORDINATOR (SIGSEGV in
+# rd_kafka_cgrp_op from rd_kafka_handle_OffsetFetch, librdkafka #5040): seen here in 1 of 2-3
+# restarts of a single broker, whose coordinator answers NOT_COORDINATOR for ~0.1 s after its
+# port opens. So after such errors, groups are described first (that path is safe) and only
+# groups whose coordinator answers are asked for offsets.
+COORDINATOR_ERRORS = {
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
 }
 
 
@@ -72,6 +99,38 @@ def describe_kafka_error(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def error_code(error: BaseException) -> int:
+    """The librdkafka error code of an exception; a timeout is _TIMED_OUT."""
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        code: int = error.args[0].code()
+        return code
+    return KafkaError._TIMED_OUT
+
+
+def chunk_by_topic(partitions: Iterable[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
+    """ListOffsets requests of at most `size` partitions, a topic's partitions together: a failed
+    request then blanks only the topics in it. Whole topics are packed in topic order; only a
+    topic with more than `size` partitions is split, into chunks of its own."""
+    by_topic: dict[str, list[tuple[str, int]]] = {}
+    for tp in set(partitions):
+        by_topic.setdefault(tp[0], []).append(tp)
+    chunks: list[list[tuple[str, int]]] = []
+    current: list[tuple[str, int]] = []
+    for topic in sorted(by_topic):
+        own = by_topic[topic]
+        if len(current) + len(own) > size and current:
+            chunks.append(current)
+            current = []
+        if len(own) > size:
+            own.sort()
+            chunks.extend(own[start:start + size] for start in range(0, len(own), size))
+        else:
+            current.extend(own)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def _group_offsets(group: str, answer: Any) -> GroupOffsets:
     """Offsets < 0 mean "no commit" (kafka-consumer-groups shows `-`): left out."""
     return GroupOffsets(group, {TopicPartition(tp.topic, tp.partition): tp.offset
@@ -84,27 +143,34 @@ class KafkaSource:
         self.cluster = cluster
         self.bootstrap = client_settings.get("bootstrap.servers", "?")
         self.timeout_s = timeout_s
-        self._last_client_error: str | None = None
         self._lock = threading.Lock()
+        self._last_client_error: str | None = None
+        self._certain_failure = False  # the client said why requests cannot succeed
+        self._connection_refused = False
         settings: dict[str, Any] = dict(client_settings)
         settings.setdefault("client.id", "lag-exporter")
         settings.setdefault("socket.timeout.ms", int(timeout_s * 1000))
         # librdkafka backs off up to 10 s between reconnects; a 1 s monitor must resume sooner.
         settings.setdefault("reconnect.backoff.max.ms", 1000)
+        # The admin client is a producer to librdkafka, which would ask the broker to create a
+        # topic whose metadata it refreshes (a deleted one, say).
+        settings["allow.auto.create.topics"] = False
         settings["logger"] = _DebugOnlyLogger()
         settings["error_cb"] = self._remember_client_error
         self._settings = settings
         self._admin = AdminClient(settings)
         self._stale = False
+        self._check_coordinators = True  # see COORDINATOR_ERRORS
+        self._retired: list[tuple[float, AdminClient]] = []
+        self._metadata_refreshed: dict[str, float] = {}
 
     # -- the three requests a sample needs -------------------------------------------------
 
     def committed_offsets(self, groups: Iterable[str]) -> dict[str, GroupOffsets | SourceError]:
         """The committed offsets of each group: one OffsetFetch per group, all in flight at once."""
+        group_list = list(groups)
         if self._stale:  # this is the first request of a sample: start it with a sound client
-            log.debug("cluster %s: replacing the Kafka client after errors", self.cluster)
-            self._admin = AdminClient(self._settings)
-            self._stale = False
+            self._replace_client()
             # While the cluster is failing, a brief cheap question first: a sample must not sit
             # out a whole timeout when the cluster came back meanwhile, or recovery would show
             # only after up to timeout_s (seen: 3-4 s late with 1 s ticks).
@@ -112,16 +178,22 @@ class KafkaSource:
                 self._admin.describe_cluster(request_timeout=min(PROBE_TIMEOUT_S, self.timeout_s)),
                 lambda cluster: cluster)
             if isinstance(probe, SourceError):
-                return {group: probe for group in groups}
+                return {group: probe for group in group_list}
         self._admin.poll(0)  # serve queued client callbacks (errors, statistics) once per sample
+        answers: dict[str, GroupOffsets | SourceError] = {}
+        if self._check_coordinators:  # until one round without coordinator or client errors
+            answers.update(self._coordinators_not_serving(group_list))
+            self._check_coordinators = bool(answers)
         futures = {
             group: self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout_s
             )[group]
-            for group in groups
+            for group in group_list if group not in answers
         }
-        return {group: self._answer(future, partial(_group_offsets, group))
-                for group, future in futures.items()}
+        self._wait(futures.values())
+        answers.update((group, self._answer(future, partial(_group_offsets, group)))
+                       for group, future in futures.items())
+        return {group: answers[group] for group in group_list}
 
     def group_members(
         self, groups: Iterable[str]
@@ -131,6 +203,7 @@ class KafkaSource:
         if not group_list:
             return {}
         futures = self._admin.describe_consumer_groups(group_list, request_timeout=self.timeout_s)
+        self._wait(futures.values())
         return {group: self._answer(future, lambda d: (d.state.name, frozenset(
                     TopicPartition(tp.topic, tp.partition)
                     for member in d.members if member.assignment is not None
@@ -145,6 +218,7 @@ class KafkaSource:
         futures = self._admin.describe_topics(
             TopicCollection(topic_list), request_timeout=self.timeout_s
         )
+        self._wait(futures.values())
         return {topic: self._answer(future, lambda d: sorted(p.id for p in d.partitions))
                 for topic, future in futures.items()}
 
@@ -152,36 +226,22 @@ class KafkaSource:
         self, partitions: Iterable[tuple[str, int]]
     ) -> dict[TopicPartition, int | SourceError]:
         """Log-end offsets (READ_UNCOMMITTED, as kafka-consumer-groups uses), batched: librdkafka
-        sends one ListOffsets request per partition leader and chunk, all chunks in flight."""
-        unique = list(set(partitions))
-        chunks = [unique[start:start + LIST_OFFSETS_CHUNK]
-                  for start in range(0, len(unique), LIST_OFFSETS_CHUNK)]
-        answers = [(chunk, self._list_end_offsets(chunk)) for chunk in chunks]
-        high_watermarks: dict[TopicPartition, int | SourceError] = {}
-        for chunk, future in answers:
-            try:
-                end_offsets = self._result(future)
-            except SourceError as error:
-                high_watermarks.update((TopicPartition._make(tp), error) for tp in chunk)
-                continue
-            for kafka_tp, info in end_offsets.items():
-                high_watermarks[TopicPartition(kafka_tp.topic, kafka_tp.partition)] = (
-                    self._source_error(KafkaException(info)) if isinstance(info, KafkaError)
-                    else int(info.offset))
+        sends one ListOffsets request per partition leader and chunk, all chunks in flight.
+        Partitions the client's metadata is behind on (partitions added, leader moved) are asked
+        again once, after a refresh of their topics' metadata."""
+        high_watermarks, behind = self._list_end_offsets(chunk_by_topic(partitions,
+                                                                        LIST_OFFSETS_CHUNK))
+        now = time.monotonic()
+        topics = {topic for topic, _ in behind
+                  if self._metadata_refreshed.get(topic, float("-inf")) <= now - METADATA_REFRESH_S}
+        if topics:
+            self._refresh_metadata(topics, now)
+            retried, _ = self._list_end_offsets(chunk_by_topic(
+                (tp for tp in behind if tp.topic in topics), LIST_OFFSETS_CHUNK))
+            # A partition still failing keeps its first error, which says more ("Unknown
+            # partition") than the retry's ("No leaders found").
+            high_watermarks.update((tp, hw) for tp, hw in retried.items() if isinstance(hw, int))
         return high_watermarks
-
-    def _list_end_offsets(self, partitions: list[tuple[str, int]]) -> Future[Any]:
-        """AdminClient.list_offsets minus its one Python future per partition, which cost more
-        than the request itself at 10,000 partitions (~0.1 s CPU per sample). The future's result
-        maps each partition to its ListOffsetsResultInfo or KafkaError, as in the public method,
-        which is a thin wrapper around this C call (confluent-kafka is pinned to 2.16.x)."""
-        request = [KafkaTopicPartition(topic, partition, _LATEST)
-                   for topic, partition in partitions]
-        answer: Future[Any] = Future()
-        _AdminClientImpl.list_offsets(
-            self._admin, request, answer, request_timeout=self.timeout_s,
-            isolation_level_value=IsolationLevel.READ_UNCOMMITTED.value)
-        return answer
 
     def list_groups(self) -> list[str] | SourceError:
         """Every consumer group id of the cluster (discovery of groups given by regex)."""
@@ -197,6 +257,113 @@ class KafkaSource:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _list_end_offsets(
+        self, chunks: list[list[tuple[str, int]]]
+    ) -> tuple[dict[TopicPartition, int | SourceError], list[TopicPartition]]:
+        """(end offset or error of each partition, partitions that failed with an error of
+        STALE_METADATA_ERRORS)."""
+        answers = [(chunk, self._request_end_offsets(chunk)) for chunk in chunks]
+        self._wait(future for _, future in answers)
+        high_watermarks: dict[TopicPartition, int | SourceError] = {}
+        behind: list[TopicPartition] = []
+        for chunk, future in answers:
+            try:
+                end_offsets = self._result(future)
+            except SourceError as error:
+                high_watermarks.update((TopicPartition._make(tp), error) for tp in chunk)
+                if self._failed_code(future) in STALE_METADATA_ERRORS:  # none had a leader
+                    behind.extend(TopicPartition._make(tp) for tp in chunk)
+                continue
+            for kafka_tp, info in end_offsets.items():
+                tp = TopicPartition(kafka_tp.topic, kafka_tp.partition)
+                if isinstance(info, KafkaError):
+                    high_watermarks[tp] = self._source_error(KafkaException(info))
+                    if info.code() in STALE_METADATA_ERRORS:
+                        behind.append(tp)
+                else:
+                    high_watermarks[tp] = int(info.offset)
+        return high_watermarks, behind
+
+    def _request_end_offsets(self, partitions: list[tuple[str, int]]) -> Future[Any]:
+        """AdminClient.list_offsets minus its one Python future per partition, which cost more
+        than the request itself at 10,000 partitions (~0.1 s CPU per sample). The future's result
+        maps each partition to its ListOffsetsResultInfo or KafkaError, as in the public method,
+        which is a thin wrapper around this C call (confluent-kafka is pinned to 2.16.x)."""
+        request = [KafkaTopicPartition(topic, partition, _LATEST)
+                   for topic, partition in partitions]
+        answer: Future[Any] = Future()
+        _AdminClientImpl.list_offsets(
+            self._admin, request, answer, request_timeout=self.timeout_s,
+            isolation_level_value=IsolationLevel.READ_UNCOMMITTED.value)
+        return answer
+
+    def _refresh_metadata(self, topics: set[str], now: float) -> None:
+        """A Metadata request updates librdkafka's cache, which ListOffsets takes leaders and
+        partition counts from (left alone, it is refreshed every metadata.max.age.ms, 15 min)."""
+        for topic in topics:
+            self._metadata_refreshed[topic] = now
+        log.debug("cluster %s: refreshing the metadata of %s", self.cluster, sorted(topics))
+        timeout = min(PROBE_TIMEOUT_S, self.timeout_s)
+        try:
+            if len(topics) == 1:
+                self._admin.list_topics(topic=next(iter(topics)), timeout=timeout)
+            else:  # one request for all topics rather than one per topic
+                self._admin.list_topics(timeout=timeout)
+        except KafkaException as error:
+            log.debug("cluster %s: metadata refresh failed: %s", self.cluster,
+                      describe_kafka_error(error))
+
+    def _coordinators_not_serving(self, groups: list[str]) -> dict[str, SourceError]:
+        """The groups whose coordinator does not answer a DescribeGroups now, with the error;
+        their offsets are not asked for (see COORDINATOR_ERRORS)."""
+        if not groups:
+            return {}
+        futures = self._admin.describe_consumer_groups(
+            groups, request_timeout=min(PROBE_TIMEOUT_S, self.timeout_s))
+        self._wait(futures.values())
+        not_serving: dict[str, SourceError] = {}
+        for group, future in futures.items():
+            answer = self._answer(future, lambda description: description)
+            if isinstance(answer, SourceError) and (
+                    self._failed_code(future) in COORDINATOR_ERRORS | STALE_CLIENT_ERRORS):
+                not_serving[group] = answer
+        return not_serving
+
+    @staticmethod
+    def _failed_code(future: Future[Any]) -> int | None:
+        if not future.done():
+            return KafkaError._TIMED_OUT
+        exception = future.exception()
+        return None if exception is None else error_code(exception)
+
+    def _replace_client(self) -> None:
+        """A new client; the old one is kept until its requests have timed out, so librdkafka
+        never destroys a client with requests in flight."""
+        log.debug("cluster %s: replacing the Kafka client after errors", self.cluster)
+        now = time.monotonic()
+        self._retired = [(until, admin) for until, admin in self._retired if until > now]
+        self._retired.append((now + self.timeout_s + 1, self._admin))
+        with self._lock:  # what the old client said is no longer news
+            self._last_client_error = None
+            self._certain_failure = self._connection_refused = False
+        self._admin = AdminClient(self._settings)
+        self._stale = False
+        self._check_coordinators = True
+
+    def _wait(self, futures: Iterable[Future[Any]]) -> None:
+        """Wait until the futures are done, at most timeout_s + 1, serving the client's error
+        callbacks meanwhile; stop as soon as the client reports a failure that is certain."""
+        pending = set(futures)
+        deadline = time.monotonic() + self.timeout_s + 1
+        while pending:
+            _, pending = wait(pending, timeout=min(WAIT_SLICE_S, deadline - time.monotonic()))
+            if not pending or time.monotonic() >= deadline:
+                return
+            self._admin.poll(0)
+            with self._lock:
+                if self._certain_failure:
+                    return
+
     def _answer(self, future: Future[Any], convert: Callable[[Any], T]) -> T | SourceError:
         """convert(the future's result), or the error as a value: one failure per key."""
         try:
@@ -205,16 +372,23 @@ class KafkaSource:
             return error
 
     def _result(self, future: Future[Any]) -> Any:
+        if not future.done():
+            self._wait([future])
         try:
-            return future.result(timeout=self.timeout_s + 1)
+            answer = future.result(timeout=0)
         except (KafkaException, TimeoutError) as error:
             raise self._source_error(error) from error
+        with self._lock:  # a request succeeded: the errors remembered are over
+            self._last_client_error = None
+            self._certain_failure = self._connection_refused = False
+        return answer
 
     def _source_error(self, error: KafkaException | TimeoutError) -> SourceError:
         """The operator's explanation; marks the client stale after errors that leave it so."""
-        code = error.args[0].code() if isinstance(error, KafkaException) and error.args \
-            and isinstance(error.args[0], KafkaError) else KafkaError._TIMED_OUT
+        code = error_code(error)
         self._stale = self._stale or code in STALE_CLIENT_ERRORS
+        if code in STALE_CLIENT_ERRORS | COORDINATOR_ERRORS:
+            self._check_coordinators = True
         return SourceError(self._explain(error))
 
     def _explain(self, error: BaseException) -> str:
@@ -231,8 +405,18 @@ class KafkaSource:
         return reason
 
     def _remember_client_error(self, error: KafkaError) -> None:
+        """error_cb, run by poll() in the thread waiting. Certain failures: refused credentials;
+        all brokers down after a connection was refused or a name did not resolve."""
+        code = error.code()
         with self._lock:
-            if error.code() == KafkaError._ALL_BROKERS_DOWN and self._last_client_error:
+            if code == KafkaError._AUTHENTICATION:
+                self._certain_failure = True
+            elif code == KafkaError._RESOLVE or (
+                    code == KafkaError._TRANSPORT and "Connection refused" in error.str()):
+                self._connection_refused = True
+            elif code == KafkaError._ALL_BROKERS_DOWN and self._connection_refused:
+                self._certain_failure = True
+            if code == KafkaError._ALL_BROKERS_DOWN and self._last_client_error:
                 return  # "n/n brokers are down" says less than the connection error before it
             self._last_client_error = f"{error.str()} ({error.name()})"
 
@@ -245,5 +429,6 @@ class KafkaSource:
             self._last_client_error = None
 
     def close(self) -> None:
-        """AdminClient has no close(); dropping the reference lets librdkafka shut down."""
+        """AdminClient has no close(); dropping the references lets librdkafka shut down."""
+        self._retired.clear()
         del self._admin
