@@ -179,3 +179,4 @@ class IsolatedKafkaSource:
         log.warning("Kafka client process of cluster %s %s; starting a new one", self.cluster, why)
         self.restarts += 1
         self._stop_child()
+        self._child()  # now: the next sample must not wait for Python and librdkafka to start

@@ -52,5 +52,7 @@ def test_client_dying_mid_request_fails_that_call_only() -> None:
         assert isinstance(answer, SourceError)
         assert "crashed (exit code -6)" in str(answer)
         assert source.restarts == 1
+        # The new child starts at once, not when the next sample needs it.
+        assert source._process is not None and source._process.is_alive()
     finally:
         source.close()
