@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -40,7 +41,13 @@ def test_aborted_client_process_is_replaced(stack: Stack, unique_name: str) -> N
 
 
 def test_client_dying_mid_request_fails_that_call_only() -> None:
-    source = IsolatedKafkaSource("c", {"bootstrap.servers": "127.0.0.1:1"}, 4.0)
+    # A port that accepts connections and never answers: requests stay in flight until timeout
+    # (a refused connection is now reported at once).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    source = IsolatedKafkaSource("c", {"bootstrap.servers": f"127.0.0.1:{port}"}, 4.0)
     try:
         assert isinstance(source.committed_offsets(["g"])["g"], SourceError)  # child is up
         child = source._process
@@ -56,3 +63,4 @@ def test_client_dying_mid_request_fails_that_call_only() -> None:
         assert source._process is not None and source._process.is_alive()
     finally:
         source.close()
+        silent.close()
