@@ -6,11 +6,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.cimpl import NewTopic
 from elasticsearch import Elasticsearch
+from prometheus_client.parser import text_string_to_metric_families
 
 from stack.stackctl import Stack
 
@@ -250,3 +253,61 @@ class SteadyProducer:
                 self._producer.produce(self._topic, b"x", partition=self.sent % self._partitions)
                 self.sent += 1
             self._producer.poll(0)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.5,
+             exporter: ExporterProcess | None = None) -> None:
+    """Poll `check` until it holds: the way to synchronise with the stack and the exporter
+    (never a fixed sleep). Fails naming `what` after `timeout` seconds; with `exporter`, also as
+    soon as it exits, and then (or on the timeout) with its stderr, killed if still running."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        exited = exporter is not None and exporter.process.poll() is not None
+        if exited or time.monotonic() > deadline:
+            why = "the exporter exited" if exited else f"timed out after {timeout:.0f} s"
+            if exporter is not None:
+                exporter.kill()
+                why += f"; its stderr:\n{exporter.stderr[-3000:]}"
+            raise AssertionError(f"{why} waiting for {what}")
+        time.sleep(poll_s)
+
+
+def document_stamps(es_url: str, index: str, **match: str) -> list[float]:
+    """@timestamps (Unix seconds, sorted) of the index's documents whose fields equal `match`,
+    after a refresh; [] while the index does not exist yet."""
+    client = Elasticsearch(es_url)
+    try:
+        if not client.indices.exists(index=index):
+            return []
+        client.indices.refresh(index=index)
+        query = {"bool": {"filter": [{"term": {name: value}} for name, value in match.items()]}}
+        answer = client.search(index=index, size=10_000, query=query,
+                               source={"includes": ["@timestamp"]})
+        return sorted(doc_time(hit["_source"]) for hit in answer["hits"]["hits"])
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape_metrics(port: int) -> dict[str, list[Any]]:
+    """GET /metrics of an exporter on 127.0.0.1:port: family name -> its samples."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def metric_values(port: int, name: str, **labels: str) -> list[float]:
+    """Values of the series of `name` whose labels include `labels`; [] if it has none (or the
+    exporter does not answer yet)."""
+    try:
+        families = scrape_metrics(port)
+    except OSError:
+        return []
+    return [s.value for family in families.values() for s in family
+            if s.name == name and labels.items() <= s.labels.items()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import socket
 import time
 import urllib.request
 from collections import defaultdict
@@ -20,11 +19,15 @@ from helpers import (
     commit,
     create_topic,
     doc_time,
+    document_stamps,
+    free_port,
+    metric_values,
     produce,
+    scrape_metrics,
     search_all,
+    wait_for,
     wait_until_kafka_serves,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from stack.stackctl import Stack
 
@@ -56,11 +59,13 @@ def test_two_clusters_discovery_and_failures_stay_apart(
     group_with_lag(stack.source_bootstrap, f"fleet.{u}.a", f"src-a-{u}")
     group_with_lag(stack.source_bootstrap, f"fleet.{u}.gone", f"src-gone-{u}")
     group_with_lag(stack.target_bootstrap, f"fleet.{u}.t", f"tgt-{u}")
-    index = f"fleet-{u}"
+    index, port = f"fleet-{u}", free_port()
     config = tmp_path / "lag-exporter.toml"
     config.write_text(f"""
 interval = 1
 discovery_interval = 3
+http_host = "127.0.0.1"
+http_port = {port}
 [elasticsearch]
 urls = ["{stack.es_url}"]
 index = "{index}"
@@ -68,58 +73,64 @@ index = "{index}"
 name = "src"
 bootstrap_servers = "{stack.source_bootstrap}"
 groups = ["src-a-{u}", "src-gone-{u}"]
-group_patterns = ["^disc-{u}-"]
+group_patterns = ["disc-{u}-.*"]
 [[cluster]]
 name = "tgt"
 bootstrap_servers = "{stack.target_bootstrap}"
 groups = ["tgt-{u}"]
 """)
     exporter = ExporterProcess("--config", str(config), "--spool-dir", str(tmp_path / "spool"))
-    time.sleep(4)
+
+    def stamps(cluster: str, group: str, after: float = 0.0) -> list[float]:
+        return [s for s in document_stamps(stack.es_url, index, cluster=cluster, group=group)
+                if s > after]
+
+    wait_for(lambda: len(stamps("src", f"src-a-{u}")) >= 2 and len(stamps("tgt", f"tgt-{u}")) >= 2,
+             timeout=60, what="both clusters' documents", exporter=exporter)
+    running = time.time()  # from here on no tick may be lost (the first may be slow)
     # a group matching the regex appears while watch runs
     group_with_lag(stack.source_bootstrap, f"fleet.{u}.disc", f"disc-{u}-1")
     created = time.time()
-    time.sleep(6)
+    wait_for(lambda: len(stamps("src", f"disc-{u}-1")) >= 1, timeout=30,
+             what="the discovered group's first document", exporter=exporter)
     # a topic a group has commits on is deleted
     admin = AdminClient({"bootstrap.servers": stack.source_bootstrap})
     admin.delete_topics([f"fleet.{u}.gone"])[f"fleet.{u}.gone"].result(timeout=30)
-    time.sleep(4)
+    deleted = time.time()
+    wait_for(lambda: len(stamps("src", f"src-a-{u}", after=deleted)) >= 3, timeout=30,
+             what="3 samples after the topic deletion", exporter=exporter)
     # the source broker goes away: the target cluster's samples go on
     stack.stop("kafka-source")
     stopped = time.time()
-    time.sleep(8)
+
+    def source_down() -> bool:
+        up = metric_values(port, "lag_exporter_group_up", cluster_name="src")
+        return bool(up) and not any(up)
+
+    wait_for(source_down, timeout=60, what="the source cluster's groups reported down",
+             exporter=exporter)
+    wait_for(lambda: len(stamps("tgt", f"tgt-{u}", after=stopped)) >= 8, timeout=60,
+             what="8 target samples during the outage", exporter=exporter)
     stack.start("kafka-source")
     restarted = wait_until_kafka_serves(stack.source_bootstrap)
-    time.sleep(8)
+    wait_for(lambda: len(stamps("src", f"src-a-{u}", after=restarted)) >= 2, timeout=60,
+             what="source samples after the restart", exporter=exporter)
     code, _ = exporter.stop(signal.SIGTERM)
     assert code == 0, exporter.stderr
 
     by_group = stamps_by_group(search_all(stack.es_url, index))
     target = by_group[("tgt", f"tgt-{u}")]
-    assert largest_gap(target) < 1.5  # not one tick lost while the source was down
+    assert largest_gap([s for s in target if s > running - 1]) < 1.5  # none lost in the outage
     assert len(target) >= exporter.samples_taken() - 1
     discovered = by_group[("src", f"disc-{u}-1")]
     assert discovered[0] - created < 3 + 2  # within one discovery period (+ a tick)
     source_a = by_group[("src", f"src-a-{u}")]
-    before_outage = [s for s in source_a if s < stopped - 1]
+    before_outage = [s for s in source_a if running - 1 < s < stopped - 1]
     assert largest_gap(before_outage) < 1.5  # the deleted topic broke nothing
     assert any(s > restarted for s in source_a), exporter.stderr  # back after the outage
     assert exporter.stderr.count("cluster src: cannot sample") == 1, exporter.stderr
     assert "cluster tgt" not in exporter.stderr
     assert f"watching group disc-{u}-1" in exporter.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def scrape(port: int) -> dict[str, list[Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
 def test_metrics_agree_with_the_documents_of_the_same_tick(
@@ -132,15 +143,22 @@ def test_metrics_agree_with_the_documents_of_the_same_tick(
         exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
                                    "--es-url", stack.es_url, "--es-index", index,
                                    "--spool-dir", str(tmp_path), "--http-port", str(port))
-        time.sleep(4)
-        metrics = scrape(port)
+        wait_for(lambda: len(metric_values(port, "kafka_consumergroup_group_lag", group=group))
+                 == 3, timeout=60, what="lag series of the group on /metrics", exporter=exporter)
+        metrics = scrape_metrics(port)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
             assert answer.status == 200
-        time.sleep(2)
+        (last,) = metrics["lag_exporter_last_sample_timestamp_seconds"]
+
+        def scraped_tick_stored() -> bool:  # @timestamp keeps milliseconds
+            return any(abs(s - last.value) < 0.002
+                       for s in document_stamps(stack.es_url, index, group=group))
+
+        wait_for(scraped_tick_stored, timeout=30, what="the document of the scraped tick",
+                 exporter=exporter)
         code, _ = exporter.stop(signal.SIGTERM)
     assert code == 0, exporter.stderr
-    (last,) = metrics["lag_exporter_last_sample_timestamp_seconds"]
-    # the document of the tick the scrape saw (@timestamp keeps milliseconds)
+    # the document of the tick the scrape saw
     (doc,) = [d for d in search_all(stack.es_url, index) if abs(doc_time(d) - last.value) < 0.002]
     lags = {int(s.labels["partition"]): s.value for s in metrics["kafka_consumergroup_group_lag"]
             if s.labels["group"] == group}
@@ -168,14 +186,23 @@ bootstrap_servers = "{stack.source_bootstrap}"
 """
     config.write_text(body + f'groups = ["hup1-{u}"]\n')
     exporter = ExporterProcess("--config", str(config), "--spool-dir", str(tmp_path / "spool"))
-    time.sleep(4)
+
+    def stamps(group: str, after: float = 0.0) -> list[float]:
+        return [s for s in document_stamps(stack.es_url, index, group=group) if s > after]
+
+    wait_for(lambda: len(stamps(f"hup1-{u}")) >= 2, timeout=60, what="the first documents",
+             exporter=exporter)
     config.write_text(body + f'groups = ["hup1-{u}"]\ngroup_patterns = ["(broken"]\n')
     exporter.process.send_signal(signal.SIGHUP)
-    time.sleep(3)
+    rejected = time.time()
+    # the reload is tried before the next tick: two ticks later it has been, and rejected
+    wait_for(lambda: len(stamps(f"hup1-{u}", after=rejected)) >= 2, timeout=30,
+             what="ticks after the first SIGHUP", exporter=exporter)
     config.write_text(body + f'groups = ["hup1-{u}", "hup2-{u}"]\n')
     exporter.process.send_signal(signal.SIGHUP)
     reloaded = time.time()
-    time.sleep(4)
+    wait_for(lambda: len(stamps(f"hup2-{u}")) >= 2, timeout=30,
+             what="the added group's documents", exporter=exporter)
     code, _ = exporter.stop(signal.SIGTERM)
     assert code == 0, exporter.stderr
     assert exporter.stderr.count("config reload rejected") == 1

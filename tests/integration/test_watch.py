@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +14,12 @@ from helpers import (
     commit,
     create_topic,
     doc_time,
+    document_stamps,
+    free_port,
+    metric_values,
     produce,
     search_all,
+    wait_for,
 )
 
 from stack.stackctl import Stack
@@ -43,7 +46,8 @@ def test_one_document_per_topic_per_tick_and_clean_sigterm(
                                "--group", two_topic_group, "--es-url", stack.es_url,
                                "--es-index", index, "--interval", "1",
                                "--spool-dir", str(tmp_path / "spool"))
-    time.sleep(7)
+    wait_for(lambda: len(document_stamps(stack.es_url, index, group=two_topic_group)) >= 2 * 6,
+             timeout=60, what="6 samples of both topics in Elasticsearch", exporter=exporter)
     code, took = exporter.stop(signal.SIGTERM)
     assert code == 0, exporter.stderr
     assert took < 5
@@ -63,9 +67,12 @@ def test_one_document_per_topic_per_tick_and_clean_sigterm(
 def test_without_elasticsearch_documents_go_to_stdout_as_json_lines(
     stack: Stack, two_topic_group: str
 ) -> None:
+    port = free_port()
     exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap,
-                               "--group", two_topic_group, "--interval", "0.5")
-    time.sleep(3)
+                               "--group", two_topic_group, "--interval", "0.5",
+                               "--http-port", str(port))
+    wait_for(lambda: sum(metric_values(port, "lag_exporter_samples_total")) >= 5, timeout=60,
+             what="5 samples", exporter=exporter)
     code, took = exporter.stop(signal.SIGINT)
     assert code == 0, exporter.stderr
     assert took < 5
