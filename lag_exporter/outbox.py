@@ -60,8 +60,10 @@ DROPPING_QUIET_S = 60.0
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
 """The spooler retries a failing disk after RETRY_FIRST_S, doubling up to RETRY_MAX_S."""
-IMPORT_CHUNK = 500
-"""Old-format files imported per transaction (one fsync each)."""
+IMPORT_CHUNK_BYTES = 16 << 20
+"""Old-format batches imported per transaction (one fsync each)."""
+FREE_PAGES_KEPT = 4096
+"""Free pages (4 kB) kept in the file when the spool empties; more are given back."""
 FORMAT_VERSION = 1
 
 SCHEMA = """
@@ -258,6 +260,8 @@ class Outbox:
                     self._forget(self._memory.popleft())
                     self._state.notify_all()
                 # else: dropped while it was being sent
+                if self._head is batch:
+                    self._head = None
             if on_disk and front is not None:
                 self._remove_from_disk(batch.sequence, 1, front[2])
 
@@ -394,10 +398,21 @@ class Outbox:
         try:
             self._db.execute("DELETE FROM spool WHERE sequence <= ?", (through,))
             self._db.commit()
+            if self._disk_count == 0:
+                self._give_back_free_pages()
         except sqlite3.Error as error:
-            self._db.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.rollback()
             self._disk_failed(error)  # the next removal deletes these too
         self._refresh_disk_front()
+
+    def _give_back_free_pages(self) -> None:
+        """After a backlog is delivered, shrink the file instead of keeping its peak size."""
+        assert self._db is not None
+        (free_pages,) = self._db.execute("PRAGMA freelist_count").fetchone()
+        if free_pages > FREE_PAGES_KEPT:
+            # executescript steps it to the end; execute() would free one page
+            self._db.executescript("PRAGMA incremental_vacuum")
 
     def _refresh_disk_front(self) -> None:
         if self._db is None:
@@ -468,22 +483,41 @@ class Outbox:
                     if self._closing:
                         return
                     self._state.wait()
-            if entry.body is None:
-                assert entry.documents is not None
-                body = encode(entry.documents)
-                with self._state:
-                    if not entry.gone:
-                        self._memory_bytes += len(body) - entry.size
-                        entry.size, entry.body = len(body), body
-                        entry.documents = None  # the oldest batch's stay in _head
-                        self._drop_oldest_in_memory()  # in case it grew
-                    self._state.notify_all()
-            if self._db is None or self._write(entry):
+            try:
+                written = self._spool(entry)
+            except Exception:  # a bug: log it, keep spooling
+                log.exception("outbox spooler: unexpected error")
+                written = False
+            if written:
                 retry_s = RETRY_FIRST_S
                 continue
             if self._stop.wait(retry_s):
                 return  # closing: what is not written is lost, as with a crash
             retry_s = min(retry_s * 2, RETRY_MAX_S)
+
+    def _spool(self, entry: _InMemory) -> bool:
+        """Encodes the batch, and writes it with a spool; False if the disk failed."""
+        if entry.body is None:
+            assert entry.documents is not None
+            try:
+                body = encode(entry.documents)
+            except (TypeError, ValueError) as error:  # not JSON: cannot be sent either
+                log.error("dropping sample %d: cannot encode it: %s", entry.sequence, error)
+                with self._state:
+                    if not entry.gone:
+                        self._memory.remove(entry)
+                        self._forget(entry)
+                        self.dropped += 1
+                        self._state.notify_all()
+                return True
+            with self._state:
+                if not entry.gone:
+                    self._memory_bytes += len(body) - entry.size
+                    entry.size, entry.body = len(body), body
+                    entry.documents = None  # the oldest batch's stay in _head
+                    self._drop_oldest_in_memory()  # in case it grew
+                self._state.notify_all()
+        return self._db is None or self._write(entry)
 
     def _next_to_spool(self) -> _InMemory | None:
         if self._db is not None:
@@ -496,10 +530,10 @@ class Outbox:
 
     def _write(self, entry: _InMemory) -> bool:
         """Moves the oldest batch in memory to disk; False if the disk failed."""
-        assert entry.body is not None
         with self._db_lock:
             if self._db is None or entry.gone:
                 return True
+            assert entry.body is not None  # encoded before it was gone
             size = len(entry.body)
             try:
                 self._make_room(size)
@@ -557,6 +591,7 @@ class Outbox:
             self._connect(spool_dir / SPOOL_FILE)
         except sqlite3.Error as error:
             if not _is_corrupt(error):
+                self._lock_file.close()
                 raise ConfigError(f"spool {spool_dir / SPOOL_FILE} cannot be opened: "
                                   f"{error}") from error
             self._quarantine_database(str(error))
@@ -603,8 +638,15 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
         self._db = None
-        moved = self._quarantine([self._spool_dir / (SPOOL_FILE + suffix)
-                                  for suffix in ("", "-wal", "-shm")])
+        try:
+            moved = self._quarantine([self._spool_dir / (SPOOL_FILE + suffix)
+                                      for suffix in ("", "-wal", "-shm")])
+        except OSError as error:
+            self._disk_failure = str(error)
+            log.error("spool database %s is unreadable (%s) and cannot be moved away (%s); "
+                      "samples wait in memory (at most %s)", self._spool_dir / SPOOL_FILE,
+                      reason, error.strerror, _mib(self.memory_max_bytes))
+            return
         with self._state:
             self.dropped += self._disk_count
             self._disk_count, self._disk_bytes, self._disk_front = 0, 0, None
@@ -644,24 +686,29 @@ class Outbox:
         leftovers = sorted(spool_dir.glob("*.tmp"))
         if not files and not leftovers:
             return
+        if files:
+            log.info("importing %d sample file(s) of the previous spool format", len(files))
         unreadable = list(leftovers)
         imported = 0
         try:
-            for start in range(0, len(files), IMPORT_CHUNK):
-                chunk = files[start:start + IMPORT_CHUNK]
-                rows = []
-                for path in chunk:
-                    row = self._read_previous_format(path)
-                    if row is None:
-                        unreadable.append(path)
-                    else:
-                        rows.append(row)
-                if self._db is not None:
-                    self._import_rows(rows)
-                    imported += len(rows)
-                for path in chunk:
-                    if path not in unreadable:
-                        path.unlink()
+            chunk: list[Path] = []
+            rows: list[tuple[float, bytes]] = []
+            chunk_bytes = 0
+            for n, path in enumerate(files):
+                row = self._read_previous_format(path)
+                if row is None:
+                    unreadable.append(path)
+                else:
+                    chunk.append(path)
+                    rows.append(row)
+                    chunk_bytes += len(row[1])
+                if n == len(files) - 1 or chunk_bytes > IMPORT_CHUNK_BYTES:
+                    if self._db is not None:
+                        self._import_rows(rows)
+                        imported += len(rows)
+                        for imported_path in chunk:
+                            imported_path.unlink()
+                    chunk, rows, chunk_bytes = [], [], 0
         except (sqlite3.Error, OSError) as error:
             log.error("could not import the previous spool format from %s: %s (left there)",
                       spool_dir, error)

@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import signal
 import sqlite3
 import subprocess
@@ -432,11 +433,15 @@ def write_previous_format(tmp_path: Path, sequence: int, n: int, created_at: flo
     (tmp_path / f"{sequence:020d}.json").write_text(json.dumps(content))
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
 def test_the_previous_format_is_imported_in_order_and_bad_files_quarantined(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        chunk_bytes: int) -> None:
+    monkeypatch.setattr(outbox_module, "IMPORT_CHUNK_BYTES", chunk_bytes)
     for sequence in (3, 10, 12):
         write_previous_format(tmp_path, sequence, sequence, 100.0 + sequence)
     (tmp_path / f"{11:020d}.json").write_text("{not json")
+    (tmp_path / f"{14:020d}.json").write_text('{"created_at": 1}')  # no documents
     (tmp_path / f"{13:020d}.tmp").write_text("{half wri")
     with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
         outbox = Outbox(tmp_path, clock=FakeClock(200.0))
@@ -450,10 +455,10 @@ def test_the_previous_format_is_imported_in_order_and_bad_files_quarantined(
     assert [b.created_at for b in batches] == [103.0, 110.0, 112.0]
     assert [b.documents[0].doc_id for b in batches] == ["id-3", "id-10", "id-12"]
     assert list(tmp_path.glob("*.json")) == [] and list(tmp_path.glob("*.tmp")) == []
-    assert quarantined(tmp_path) == [f"{11:020d}.json", f"{13:020d}.tmp"]
+    assert quarantined(tmp_path) == [f"{11:020d}.json", f"{13:020d}.tmp", f"{14:020d}.json"]
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [f"spool {tmp_path}: imported 3 sample(s) of the previous format; moved "
-                        f"2 unreadable or temporary file(s) to {tmp_path / 'quarantine'}"]
+                        f"3 unreadable or temporary file(s) to {tmp_path / 'quarantine'}"]
 
 
 def test_imported_batches_come_before_new_ones(tmp_path: Path) -> None:
@@ -485,3 +490,30 @@ def test_written_batches_survive_a_kill(tmp_path: Path) -> None:
     restarted = Outbox(tmp_path)  # the kernel released the lock
     assert drain(restarted) == [0, 1, 2, 3, 4]
     restarted.close()
+
+
+def test_a_batch_that_cannot_be_encoded_is_dropped_and_the_next_spooled(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    outbox.put(docs(1))
+    outbox.put([Document("bad", {"p0": {1, 2}})])  # a set: not JSON
+    outbox.put(docs(3))
+    settle(outbox)
+    assert outbox.dropped == 1
+    outbox.close()
+    assert spooled(tmp_path) == [1, 3]
+
+
+def test_the_file_shrinks_once_a_backlog_is_delivered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "FREE_PAGES_KEPT", 10)
+    outbox = Outbox(tmp_path)
+    for n in range(40):
+        outbox.put(docs(n, padding=200_000))  # ~200 kB of JSON, little once compressed
+        outbox.put([Document(f"r-{n}", {"p0": n, "noise": os.urandom(100_000).hex()})])
+    settle(outbox)
+    full = (tmp_path / SPOOL_FILE).stat().st_size + (tmp_path / f"{SPOOL_FILE}-wal").stat().st_size
+    assert full > 4_000_000
+    drain(outbox)
+    outbox.close()  # checkpoints: the truncation reaches the file
+    assert (tmp_path / SPOOL_FILE).stat().st_size < 100_000
