@@ -1,0 +1,237 @@
+"""A verdict to alert on, per partition and per group: Burrow's vocabulary, without its false
+alarms. Pure: fed the exporter's own samples, every time passed in by the caller.
+
+Per partition the tracker keeps the last `commits_kept` distinct committed offsets (a new entry
+each time the offset changes) with the time the exporter first saw each and the lag then, plus
+the latest sample. The rules, in this order (the first that applies wins):
+
+1. OK when the lag is <= `allowed_lag` (default 1), whatever the commits do: a caught-up
+   consumer on a quiet topic is OK (Burrow says STOP), and so is one stuck at lag 1 behind the
+   commit marker of a transactional topic. Also OK while the lag is unknown (no commit yet, or
+   no end offset ever read).
+2. REWIND when the committed offset went backwards within the last `window_s` (600 s).
+3. STOP when the offset has not moved for longer than the threshold and no active member holds
+   the partition. Threshold = max(`stop_after_s` (300 s), 3 x the partition's median interval
+   between offset changes): a MirrorMaker 1 group committing every 60 s is never flagged
+   between its commits, and one committing every 5 min gets 15 min.
+4. STALL when the offset has not moved for longer than the same threshold, an active member
+   holds the partition and the high watermark moved since the offset last did (records arrive
+   and are not committed). OffsetFetch carries no commit time, so "commits the same offset
+   again" and "does not commit" look alike; the assignment tells STOP (nobody consumes) from
+   STALL (a member consumes and does not progress). With an active member, a quiet topic and a
+   fixed residual lag (aborted transactions, markers) nothing is proven wrong: rule 6.
+5. WARN when the consumer falls further behind: at least 3 distinct commits within the window,
+   the lag at each never lower than at the one before, and the last higher than the first. The
+   lag *at commits* is the bottom of a saw-tooth, so a group committing every 60 s does not
+   flap between its commits.
+6. OK otherwise (behind but keeping up or catching up).
+
+A partition just being watched has little history: the offset's "unchanged for" time counts
+from the first sample, so STOP and STALL need a full threshold of samples, WARN needs 3 commits,
+REWIND needs a backward move seen by the exporter; until then rule 1 or 6 answers.
+
+Group (and group x topic) status: `group_status`, Burrow's ERR when any partition is STOP, STALL
+or REWIND, WARN when any is WARN, else OK; `worst_status` gives the partition word instead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Generic, TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
+
+OK = "OK"
+WARN = "WARN"
+REWIND = "REWIND"
+STALL = "STALL"
+STOP = "STOP"
+ERR = "ERR"
+PARTITION_STATUSES = (OK, WARN, REWIND, STALL, STOP)
+"""Least to most severe: STOP (nobody consumes) is worst, REWIND (re-reading) heals itself."""
+GROUP_STATUSES = (OK, WARN, ERR)
+_SEVERITY = {status: rank for rank, status in enumerate(PARTITION_STATUSES)}
+
+
+@dataclass(frozen=True)
+class StatusRules:
+    window_s: float = 600.0
+    """How long a REWIND is reported, and how far back commits count for WARN."""
+    allowed_lag: int = 1
+    """A lag this small is OK. 1, not 0: transactional topics keep a lag of 1 forever (the
+    commit marker after the last record, e.g. MirrorMaker 1 commits record.offset + 1), and a
+    single unconsumed record is not worth a page; a real stop shows as soon as a second record
+    arrives."""
+    stop_after_s: float = 300.0
+    """Least time without an offset change before STOP/STALL: 5 x the 60 s default commit
+    interval of MirrorMaker and Kafka Connect."""
+    commits_kept: int = 10
+    """Distinct commits remembered per partition (Burrow keeps 10)."""
+    interval_factor: float = 3.0
+    """STOP/STALL also wait this many times the partition's median interval between commits."""
+    min_commits_for_warn: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.window_s > 0 or not self.stop_after_s > 0 or not self.interval_factor > 0:
+            raise ValueError("window_s, stop_after_s and interval_factor must be > 0")
+        if self.allowed_lag < 0:
+            raise ValueError("allowed_lag must be >= 0")
+        if self.commits_kept < 2 or self.min_commits_for_warn < 2:
+            raise ValueError("commits_kept and min_commits_for_warn must be >= 2")
+
+
+class _Partition:
+    __slots__ = (
+        "assigned", "commits", "committed", "committed_since", "high_watermark",
+        "high_watermark_at_commit", "lag", "rewound_at", "watched_since",
+    )
+
+    def __init__(self, commits_kept: int, watched_since: float) -> None:
+        self.watched_since = watched_since
+        self.commits: deque[tuple[int, float, int | None]] = deque(maxlen=commits_kept)
+        """(offset, first seen at, lag then), one per distinct committed offset, oldest first."""
+        self.committed: int | None = None
+        self.committed_since = 0.0
+        self.high_watermark: int | None = None
+        self.high_watermark_at_commit: int | None = None
+        self.lag: int | None = None
+        self.assigned = False
+        self.rewound_at: float | None = None
+
+
+class PartitionStatusTracker(Generic[Key]):
+    """Feed `update` once per sample per partition, then `evaluate`."""
+
+    def __init__(self, rules: StatusRules | None = None) -> None:
+        self.rules = rules or StatusRules()
+        self._partitions: dict[Key, _Partition] = {}
+
+    def __len__(self) -> int:
+        return len(self._partitions)
+
+    def update(
+        self,
+        key: Key,
+        at: float,
+        committed: int | None,
+        high_watermark: int | None,
+        lag: int | None,
+        assigned: bool,
+    ) -> None:
+        """One sample of a partition. An unknown watermark or lag keeps the last known one, so
+        a failed ListOffsets does not flap the verdict."""
+        partition = self._partitions.get(key)
+        if partition is None:
+            partition = self._partitions[key] = _Partition(self.rules.commits_kept, at)
+        partition.assigned = assigned
+        if high_watermark is not None:
+            partition.high_watermark = high_watermark
+        if lag is not None:
+            partition.lag = lag
+        if committed is None:
+            # No commit (never, or expired): nothing to judge until there is one.
+            partition.committed = None
+            partition.commits.clear()
+            return
+        if committed == partition.committed:
+            if partition.high_watermark_at_commit is None:
+                partition.high_watermark_at_commit = high_watermark
+            return
+        if partition.committed is not None and committed < partition.committed:
+            partition.rewound_at = at
+            partition.commits.clear()  # the trend before a reset says nothing after it
+        partition.committed = committed
+        partition.committed_since = at
+        partition.high_watermark_at_commit = high_watermark
+        partition.commits.append((committed, at, lag))
+
+    def evaluate(self, key: Key, now: float) -> str:
+        """The partition's status (one of PARTITION_STATUSES) at time `now`."""
+        partition = self._partitions.get(key)
+        if partition is None or partition.committed is None or partition.lag is None:
+            return OK
+        rules = self.rules
+        if partition.lag <= rules.allowed_lag:
+            return OK
+        if partition.rewound_at is not None and now - partition.rewound_at <= rules.window_s:
+            return REWIND
+        unchanged_for = now - partition.committed_since
+        if unchanged_for > rules.stop_after_s and unchanged_for > self._stop_threshold(partition):
+            if not partition.assigned:
+                return STOP
+            at_commit = partition.high_watermark_at_commit
+            if (at_commit is not None and partition.high_watermark is not None
+                    and partition.high_watermark > at_commit):
+                return STALL
+        if self._falling_behind(partition, now):
+            return WARN
+        return OK
+
+    def _stop_threshold(self, partition: _Partition) -> float:
+        times = [at for _, at, _ in partition.commits]
+        if times and times[0] == partition.watched_since:
+            times = times[1:]  # the offset found at the first sample: its commit time is unknown
+        if len(times) < 2:
+            return self.rules.stop_after_s
+        gaps = sorted(later - earlier for earlier, later in pairwise(times))
+        median = gaps[len(gaps) // 2]
+        return max(self.rules.stop_after_s, self.rules.interval_factor * median)
+
+    def _falling_behind(self, partition: _Partition, now: float) -> bool:
+        # Newest to oldest, without building a list: this runs for every partition behind.
+        since = now - self.rules.window_s
+        count = 0
+        newest: int | None = None
+        later: int | None = None
+        for _, at, lag in reversed(partition.commits):
+            if at < since:
+                break
+            if lag is None or (later is not None and lag > later):
+                return False
+            if newest is None:
+                newest = lag
+            later = lag
+            count += 1
+        return (count >= self.rules.min_commits_for_warn and newest is not None
+                and later is not None and newest > later)
+
+    def forget(self, key: Key) -> None:
+        self._partitions.pop(key, None)
+
+    def retain(self, keep: Callable[[Key], bool]) -> None:
+        """Drop the partitions for which `keep(key)` is false (no longer reported)."""
+        for key in [k for k in self._partitions if not keep(k)]:
+            del self._partitions[key]
+
+
+def worst_status(statuses: Iterable[str]) -> str:
+    """The most severe partition status (OK for none)."""
+    return max(statuses, key=_SEVERITY.__getitem__, default=OK)
+
+
+def group_status(statuses: Iterable[str]) -> str:
+    """Burrow's group word from partition statuses: ERR, WARN or OK."""
+    worst = worst_status(statuses)
+    if worst in (STOP, STALL, REWIND):
+        return ERR
+    return worst
+
+
+def status_changes(
+    previous: Mapping[Key, str], current: Mapping[Key, str]
+) -> list[tuple[Key, str | None, str | None]]:
+    """(key, old, new) for every status that changed, None meaning "not reported", so the
+    service logs once per change. A key appearing as OK or disappearing while OK is no news
+    (at start-up every partition appears)."""
+    changes: list[tuple[Key, str | None, str | None]] = []
+    for key, new in current.items():
+        old = previous.get(key)
+        if old != new and not (old is None and new == OK):
+            changes.append((key, old, new))
+    for key, old in previous.items():
+        if key not in current and old != OK:
+            changes.append((key, old, None))
+    return changes

@@ -1,0 +1,205 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lag_exporter.status import (
+    ERR,
+    GROUP_STATUSES,
+    OK,
+    PARTITION_STATUSES,
+    REWIND,
+    STALL,
+    STOP,
+    WARN,
+    PartitionStatusTracker,
+    StatusRules,
+    group_status,
+    status_changes,
+    worst_status,
+)
+
+Tracker = PartitionStatusTracker[str]
+
+
+def feed(tracker: Tracker, at: float, committed: int | None, high_watermark: int | None,
+         assigned: bool = True) -> str:
+    lag = None if committed is None or high_watermark is None else max(
+        0, high_watermark - committed)
+    tracker.update("p", at, committed, high_watermark, lag, assigned)
+    return tracker.evaluate("p", at)
+
+
+def test_quiet_caught_up_topic_is_ok_not_stop() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    statuses = {feed(tracker, s, 100, 100, assigned=False) for s in range(3600)}
+    assert statuses == {OK}
+
+
+def test_transactional_lag_1_is_ok_under_allowed_lag_1() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(allowed_lag=1))
+    assert {feed(tracker, s, 99, 100, assigned=False) for s in range(3600)} == {OK}
+    strict: Tracker = PartitionStatusTracker(StatusRules(allowed_lag=0))
+    assert feed(strict, 0, 99, 100, assigned=False) == OK
+    assert feed(strict, 400, 99, 100, assigned=False) == STOP
+
+
+def test_mirrormaker1_committing_every_60_s_is_never_stop_or_stall_between_commits() -> None:
+    """Steady producer, 1-s samples, commits every 60 s: a saw-tooth from 0 to 600 lag."""
+    for rules in (StatusRules(), StatusRules(stop_after_s=30)):
+        tracker: Tracker = PartitionStatusTracker(rules)
+        committed = 0
+        statuses = []
+        for s in range(3600):
+            high_watermark = 10 * s
+            if s % 60 == 0:
+                committed = high_watermark
+            statuses.append(feed(tracker, s, committed, high_watermark))
+        # With a 30-s floor the threshold is 3 x 60 s once two commits have been seen.
+        assert set(statuses[130:]) == {OK}
+        if rules.stop_after_s == 300:
+            assert set(statuses) == {OK}
+
+
+def test_memberless_group_with_lag_and_no_movement_is_stop_after_the_threshold() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    assert feed(tracker, 0, 50, 100, assigned=False) == OK  # too little history to say
+    assert feed(tracker, 300, 50, 100, assigned=False) == OK
+    assert feed(tracker, 301, 50, 100, assigned=False) == STOP
+
+
+def test_stop_waits_for_3_times_the_observed_commit_interval() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    for commit in range(5):  # a commit every 200 s, lag 10 each time
+        feed(tracker, commit * 200, commit * 100, commit * 100 + 10, assigned=False)
+    last = 4 * 200
+    assert feed(tracker, last + 599, 400, 410, assigned=False) == OK
+    assert feed(tracker, last + 601, 400, 410, assigned=False) == STOP
+
+
+def test_assigned_member_with_records_arriving_and_fixed_offset_is_stall() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    for s in range(302):
+        status = feed(tracker, s, 50, 100 + s, assigned=True)
+    assert status == STALL
+
+
+def test_assigned_member_on_a_quiet_topic_with_a_fixed_residual_lag_is_ok() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    assert {feed(tracker, s, 50, 100, assigned=True) for s in range(1000)} == {OK}
+
+
+def test_offset_going_backwards_is_rewind_for_the_window() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(window_s=600))
+    for s in range(10):
+        feed(tracker, s, 1000 + s, 1010 + s)
+    assert feed(tracker, 10, 0, 1020) == REWIND
+    assert feed(tracker, 610, 6000, 7000) == REWIND
+    assert feed(tracker, 611, 6100, 7100) == OK
+
+
+def test_rewind_while_caught_up_is_ok() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    feed(tracker, 0, 100, 100)
+    assert feed(tracker, 1, 50, 50) == OK
+
+
+def test_lag_growing_at_each_commit_is_warn() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    statuses = [feed(tracker, s, 5 * s, 10 * s + 20) for s in range(5)]
+    assert statuses[:2] == [OK, OK]  # fewer than 3 commits
+    assert statuses[2:] == [WARN, WARN, WARN]
+
+
+def test_lag_equal_at_every_commit_is_ok() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    assert {feed(tracker, s, 10 * s, 10 * s + 20) for s in range(50)} == {OK}
+
+
+def test_behind_but_catching_up_is_ok() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    statuses = [feed(tracker, s, 1000 + 20 * s, 5000 + 10 * s) for s in range(100)]
+    assert set(statuses) == {OK}
+
+
+def test_commits_older_than_the_window_do_not_count_for_warn() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(window_s=60))
+    for s in range(3):
+        feed(tracker, s, 5 * s, 10 * s + 20)
+    assert feed(tracker, 100, 10, 40) == OK
+
+
+def test_unknown_watermark_keeps_the_last_lag() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    for s in range(301):
+        feed(tracker, s, 50, 100, assigned=False)
+    assert feed(tracker, 301, 50, None, assigned=False) == STOP
+
+
+def test_no_commit_and_unseen_partitions_are_ok() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    assert tracker.evaluate("unseen", 0) == OK
+    feed(tracker, 0, None, 100, assigned=False)
+    assert feed(tracker, 1000, None, 100, assigned=False) == OK
+
+
+def test_retain_and_forget() -> None:
+    tracker: PartitionStatusTracker[tuple[str, int]] = PartitionStatusTracker()
+    for partition in range(4):
+        tracker.update(("t", partition), 0, 1, 2, 1, True)
+    tracker.retain(lambda key: key[1] < 2)
+    tracker.forget(("t", 0))
+    assert len(tracker) == 1
+
+
+def test_group_status_is_the_worst_partition() -> None:
+    assert group_status([]) == OK
+    assert group_status([OK, OK]) == OK
+    assert group_status([OK, WARN]) == WARN
+    for bad in (STOP, STALL, REWIND):
+        assert group_status([OK, WARN, bad]) == ERR
+    assert worst_status([OK, REWIND, WARN, STOP, STALL]) == STOP
+
+
+def test_status_changes_once_per_change() -> None:
+    previous = {"a": OK, "b": WARN, "c": STOP, "d": OK}
+    current = {"a": STALL, "b": WARN, "d": OK, "e": OK, "f": WARN}
+    assert status_changes(previous, current) == [
+        ("a", OK, STALL), ("f", None, WARN), ("c", STOP, None)]
+    assert status_changes(current, current) == []
+
+
+def test_rules_are_validated() -> None:
+    for bad in ({"window_s": 0}, {"allowed_lag": -1}, {"stop_after_s": -5},
+                {"commits_kept": 1}):
+        try:
+            StatusRules(**bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
+
+
+sample = st.tuples(
+    st.floats(0.0, 400.0),  # time step
+    st.one_of(st.none(), st.integers(0, 1000)),  # committed
+    st.one_of(st.none(), st.integers(0, 1000)),  # high watermark
+    st.booleans(),  # assigned
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(sample, max_size=60), st.integers(0, 3))
+def test_evaluate_never_raises_and_answers_in_the_vocabulary(
+    samples: list[tuple[float, int | None, int | None, bool]], allowed_lag: int
+) -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(allowed_lag=allowed_lag,
+                                                          stop_after_s=60, window_s=120))
+    at = 0.0
+    statuses = []
+    for step, committed, high_watermark, assigned in samples:
+        at += step
+        status = feed(tracker, at, committed, high_watermark, assigned)
+        assert status in PARTITION_STATUSES
+        statuses.append(status)
+        if committed is not None and high_watermark is not None and (
+                high_watermark - committed <= allowed_lag):
+            assert status == OK
+    assert group_status(statuses) in GROUP_STATUSES
