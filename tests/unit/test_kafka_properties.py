@@ -8,6 +8,7 @@ import pytest
 
 from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import (
+    IGNORED_KEYS,
     load_command_config,
     parse_java_properties,
     to_librdkafka,
@@ -621,3 +622,519 @@ def test_no_secret_in_properties_syntax_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_java_properties(f"ssl.key.password={SECRET}\\u00\n", "f")
     assert SECRET not in str(info.value)
+
+
+# ----------------------------------------------------------------- exact messages
+# Every message is part of the interface (the README quotes them; users grep for them), so each
+# is checked whole. {dir} stands for the directory of the store files made by `stores`.
+
+J = f'{PLAIN} required username="u" password="p";'
+SSL = {"security.protocol": "SSL"}
+
+
+def S(jaas: str, mechanism: str | None = "PLAIN") -> dict[str, str]:
+    return sasl(jaas, mechanism)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Path:
+    """ca.pem (PEM), trust.jks (JKS magic), trust.p12 (DER: PKCS#12), other.bin (neither)."""
+    (tmp_path / "ca.pem").write_text(PEM_CERT)
+    (tmp_path / "trust.jks").write_bytes(b"\xfe\xed\xfe\xed\x00\x00")
+    (tmp_path / "trust.p12").write_bytes(b"\x30\x82\x01\x00")
+    (tmp_path / "other.bin").write_bytes(b"hello")
+    return tmp_path
+
+
+BAD: dict[str, tuple[dict[str, str], str]] = {
+    "placeholder": (
+        {"client.id": "${file:/etc/x.properties:id}"},
+        'c.properties: client.id: contains a ${provider:...} config-provider '
+        'placeholder, which lag-exporter cannot resolve; put the literal value in'
+        ' the file',
+    ),
+    "unknown_protocol": (
+        {"security.protocol": "tls"},
+        "c.properties: security.protocol: unknown protocol 'TLS'; use one of "
+        'PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL',
+    ),
+    "rejected_key": (
+        {"security.protocol": "SASL_SSL", "sasl.client.callback.handler.class": "x.Y"},
+        'c.properties: sasl.client.callback.handler.class: a custom SASL callback'
+        ' handler changes how credentials are obtained and cannot run in '
+        'librdkafka; remove it and give the credentials in sasl.jaas.config '
+        '(PLAIN or SCRAM)',
+    ),
+    "rejected_prefix": (
+        {"config.providers.file.class": "x.Y"},
+        'c.properties: config.providers.file.class: config providers are not '
+        'supported; put literal values in the file',
+    ),
+    "untranslatable_ssl_key": (
+        {**SSL, "ssl.foo": "x"},
+        'c.properties: ssl.foo: security setting lag-exporter cannot translate to'
+        ' librdkafka and will not silently drop; remove it if the connection '
+        'works without it',
+    ),
+    "not_an_integer": (
+        {"metadata.max.age.ms": "soon"},
+        "c.properties: metadata.max.age.ms: 'soon' is not an integer; write a "
+        'number',
+    ),
+    "below_range": (
+        {"metadata.max.age.ms": "0"},
+        "c.properties: metadata.max.age.ms: 0 is outside librdkafka's range "
+        '1..86400000; use a value in that range',
+    ),
+    "above_range": (
+        {"metadata.max.age.ms": "86400001"},
+        "c.properties: metadata.max.age.ms: 86400001 is outside librdkafka's "
+        'range 1..86400000; use a value in that range',
+    ),
+    "renamed_not_an_integer": (
+        {"request.timeout.ms": "x"},
+        "c.properties: request.timeout.ms: 'x' is not an integer; write a number",
+    ),
+    "endpoint_algorithm": (
+        {**SSL, "ssl.endpoint.identification.algorithm": "ldaps"},
+        'c.properties: ssl.endpoint.identification.algorithm: unsupported value '
+        "'ldaps'; use https, or an empty value to disable hostname verification",
+    ),
+    "java_cipher_names": (
+        {**SSL, "ssl.cipher.suites": "ECDHE-RSA-AES128-GCM-SHA256, TLS_AES_128_GCM_SHA256"},
+        'c.properties: ssl.cipher.suites: Java (IANA) cipher-suite names are not '
+        'OpenSSL names; rewrite them in OpenSSL form (see `openssl ciphers '
+        "-stdname`) or remove the key to use OpenSSL's defaults",
+    ),
+    "java_cipher_names_ssl": (
+        {**SSL, "ssl.cipher.suites": "ssl_rsa_with_rc4_128_sha"},
+        'c.properties: ssl.cipher.suites: Java (IANA) cipher-suite names are not '
+        'OpenSSL names; rewrite them in OpenSSL form (see `openssl ciphers '
+        "-stdname`) or remove the key to use OpenSSL's defaults",
+    ),
+    "truststore_twice": (
+        {**SSL, "ssl.truststore.location": "{dir}/ca.pem", "ssl.truststore.certificates": PEM_CERT},
+        'c.properties: ssl.truststore.certificates: cannot be combined with '
+        'ssl.truststore.location; keep only one of them',
+    ),
+    "inline_truststore_not_pem": (
+        {**SSL, "ssl.truststore.certificates": "MIIB"},
+        'c.properties: ssl.truststore.certificates: is not PEM; give PEM '
+        'certificates (-----BEGIN CERTIFICATE-----), continuing lines with \\n\\',
+    ),
+    "jks_truststore": (
+        {**SSL, "ssl.truststore.location": "{dir}/trust.jks"},
+        "c.properties: ssl.truststore.location: '{dir}/trust.jks' is a JKS file "
+        'and librdkafka reads only PEM CA certificates; convert it, e.g. `keytool'
+        ' -exportcert -rfc -keystore {dir}/trust.jks -alias ALIAS -file ca.pem` '
+        '(once per CA), then point ssl.truststore.location at ca.pem and set '
+        'ssl.truststore.type=PEM',
+    ),
+    "p12_truststore": (
+        {**SSL, "ssl.truststore.location": "{dir}/trust.p12", "ssl.truststore.type": "pkcs12"},
+        "c.properties: ssl.truststore.location: '{dir}/trust.p12' is a PKCS#12 "
+        'file and librdkafka reads only PEM CA certificates; convert it, e.g. '
+        '`keytool -exportcert -rfc -keystore {dir}/trust.p12 -alias ALIAS -file '
+        'ca.pem` (once per CA), then point ssl.truststore.location at ca.pem and '
+        'set ssl.truststore.type=PEM',
+    ),
+    "unknown_truststore_type": (
+        {**SSL, "ssl.truststore.location": "{dir}/other.bin", "ssl.truststore.type": "bks"},
+        "c.properties: ssl.truststore.location: '{dir}/other.bin' is not a PEM "
+        '(ssl.truststore.type=BKS) file and librdkafka reads only PEM CA '
+        'certificates; convert it, e.g. `keytool -exportcert -rfc -keystore '
+        '{dir}/other.bin -alias ALIAS -file ca.pem` (once per CA), then point '
+        'ssl.truststore.location at ca.pem and set ssl.truststore.type=PEM',
+    ),
+    "missing_truststore": (
+        {**SSL, "ssl.truststore.location": "{dir}/missing.pem"},
+        "c.properties: ssl.truststore.location: cannot read '{dir}/missing.pem' "
+        '(No such file or directory); check the path and its permissions',
+    ),
+    "inline_keystore_and_file": (
+        {**SSL, "ssl.keystore.key": PEM_KEY, "ssl.keystore.certificate.chain": PEM_CERT,
+         "ssl.keystore.location": "{dir}/ca.pem"},
+        'c.properties: ssl.keystore.key: cannot be combined with '
+        'ssl.keystore.location; keep either the inline PEM key and chain or the '
+        'keystore file',
+    ),
+    "inline_chain_without_key": (
+        {**SSL, "ssl.keystore.certificate.chain": PEM_CERT},
+        'c.properties: ssl.keystore.key: missing; an inline PEM keystore needs '
+        'both ssl.keystore.key and ssl.keystore.certificate.chain',
+    ),
+    "inline_key_without_chain": (
+        {**SSL, "ssl.keystore.key": PEM_KEY},
+        'c.properties: ssl.keystore.certificate.chain: missing; an inline PEM '
+        'keystore needs both ssl.keystore.key and ssl.keystore.certificate.chain',
+    ),
+    "inline_key_not_pem": (
+        {**SSL, "ssl.keystore.key": "MIIE", "ssl.keystore.certificate.chain": PEM_CERT},
+        'c.properties: ssl.keystore.key: is not PEM; give the PEM text',
+    ),
+    "inline_chain_not_pem": (
+        {**SSL, "ssl.keystore.key": PEM_KEY, "ssl.keystore.certificate.chain": "MIIB"},
+        'c.properties: ssl.keystore.certificate.chain: is not PEM; give the PEM '
+        'text',
+    ),
+    "p12_keystore_without_password": (
+        {**SSL, "ssl.keystore.location": "{dir}/trust.p12"},
+        'c.properties: ssl.keystore.password: missing; librdkafka needs the '
+        'password to open the PKCS#12 keystore named by ssl.keystore.location, so'
+        ' add it',
+    ),
+    "jks_keystore": (
+        {**SSL, "ssl.keystore.location": "{dir}/trust.jks", "ssl.keystore.password": "pw"},
+        'c.properties: ssl.keystore.location: the file is a JKS keystore and '
+        'librdkafka reads only PKCS#12 or PEM; convert it, e.g. `keytool '
+        '-importkeystore -srckeystore KEYSTORE -destkeystore client.p12 '
+        '-deststoretype PKCS12`, then point ssl.keystore.location at client.p12 '
+        'and set ssl.keystore.type=PKCS12',
+    ),
+    "unknown_keystore": (
+        {**SSL, "ssl.keystore.location": "{dir}/other.bin"},
+        'c.properties: ssl.keystore.location: the file is neither a PKCS#12 nor a'
+        ' PEM keystore and librdkafka reads only PKCS#12 or PEM; convert it, e.g.'
+        ' `keytool -importkeystore -srckeystore KEYSTORE -destkeystore client.p12'
+        ' -deststoretype PKCS12`, then point ssl.keystore.location at client.p12 '
+        'and set ssl.keystore.type=PKCS12',
+    ),
+    "missing_keystore": (
+        {**SSL, "ssl.keystore.location": "{dir}/missing.p12"},
+        'c.properties: ssl.keystore.location: cannot read the file it names (No '
+        'such file or directory); check the path and its permissions',
+    ),
+    "oauthbearer": (
+        S(J, "OAUTHBEARER"),
+        'c.properties: sasl.mechanism: OAUTHBEARER is not supported by '
+        'lag-exporter; use PLAIN or SCRAM credentials',
+    ),
+    "unknown_mechanism": (
+        S(J, "DIGEST-MD5"),
+        "c.properties: sasl.mechanism: unknown mechanism 'DIGEST-MD5'; use one of"
+        ' GSSAPI, PLAIN, SCRAM-SHA-256, SCRAM-SHA-512',
+    ),
+    "plain_without_jaas": (
+        {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"},
+        'c.properties: sasl.jaas.config: missing, but sasl.mechanism=PLAIN needs '
+        'credentials; add sasl.jaas.config with a PlainLoginModule or '
+        'ScramLoginModule and its username and password (a JVM-wide JAAS file is '
+        'not read)',
+    ),
+    "scram256_without_jaas": (
+        {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256"},
+        'c.properties: sasl.jaas.config: missing, but '
+        'sasl.mechanism=SCRAM-SHA-256 needs credentials; add sasl.jaas.config '
+        'with a PlainLoginModule or ScramLoginModule and its username and '
+        'password (a JVM-wide JAAS file is not read)',
+    ),
+    "scram512_without_jaas": (
+        {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"},
+        'c.properties: sasl.jaas.config: missing, but '
+        'sasl.mechanism=SCRAM-SHA-512 needs credentials; add sasl.jaas.config '
+        'with a PlainLoginModule or ScramLoginModule and its username and '
+        'password (a JVM-wide JAAS file is not read)',
+    ),
+    "unsupported_module": (
+        S('com.example.OtherLoginModule required username="u" password="p";'),
+        'c.properties: sasl.jaas.config: login module '
+        'com.example.OtherLoginModule is not supported; lag-exporter supports '
+        'only org.apache.kafka.common.security.plain.PlainLoginModule and '
+        'org.apache.kafka.common.security.scram.ScramLoginModule',
+    ),
+    "no_mechanism": (
+        S(J, None),
+        'c.properties: sasl.mechanism: missing while sasl.jaas.config uses '
+        'PlainLoginModule; Java would default to GSSAPI (Kerberos) and fail, so '
+        'set sasl.mechanism=PLAIN',
+    ),
+    "no_mechanism_scram": (
+        S(f'{SCRAM} required username="u" password="p";', None),
+        'c.properties: sasl.mechanism: missing while sasl.jaas.config uses '
+        'ScramLoginModule; Java would default to GSSAPI (Kerberos) and fail, so '
+        'set sasl.mechanism=SCRAM-SHA-256 or SCRAM-SHA-512',
+    ),
+    "gssapi_with_plain": (
+        S(J, "GSSAPI"),
+        'c.properties: sasl.mechanism: GSSAPI cannot use the PlainLoginModule '
+        'credentials in sasl.jaas.config; set sasl.mechanism=PLAIN',
+    ),
+    "no_username": (
+        S(f'{PLAIN} required password="p";'),
+        'c.properties: sasl.jaas.config: the PlainLoginModule entry has no '
+        'username option; add username="..." before the closing ;',
+    ),
+    "no_password": (
+        S(f'{PLAIN} required username="u";'),
+        'c.properties: sasl.jaas.config: the PlainLoginModule entry has no '
+        'password option; add password="..." before the closing ;',
+    ),
+    "tokenauth": (
+        S(f'{SCRAM} required username="u" password="p" tokenauth="TRUE";', "SCRAM-SHA-256"),
+        'c.properties: sasl.jaas.config: tokenauth=true (delegation-token SCRAM) '
+        'is not supported by librdkafka; use a regular SCRAM user',
+    ),
+    "jaas_starts_with_punct": (
+        S('= required;'),
+        'c.properties: sasl.jaas.config: does not start with a login module class'
+        ' name; fix it',
+    ),
+    "jaas_not_a_class_name": (
+        S('1abc required;'),
+        'c.properties: sasl.jaas.config: does not start with a login module class'
+        ' name; fix it',
+    ),
+    "jaas_no_flag": (
+        S(f'{PLAIN} username="u" password="p";'),
+        'c.properties: sasl.jaas.config: '
+        'org.apache.kafka.common.security.plain.PlainLoginModule is not followed '
+        'by a control flag; write required, requisite, sufficient or optional '
+        'after the module name',
+    ),
+    "jaas_flag_missing_at_end": (
+        S(f'{PLAIN}'),
+        'c.properties: sasl.jaas.config: '
+        'org.apache.kafka.common.security.plain.PlainLoginModule is not followed '
+        'by a control flag; write required, requisite, sufficient or optional '
+        'after the module name',
+    ),
+    "jaas_unexpected_text": (
+        S(f'{PLAIN} required "u";'),
+        'c.properties: sasl.jaas.config: unexpected text where an option name was'
+        ' expected; options look like name="value"',
+    ),
+    "jaas_known_option_without_value": (
+        S(f'{PLAIN} required username password="p";'),
+        'c.properties: sasl.jaas.config: username has no value; write '
+        'name="value" pairs (quote values containing characters other than '
+        'letters, digits, . - _ $)',
+    ),
+    "jaas_unknown_option_without_value": (
+        S(f'{PLAIN} required hunter2;'),
+        'c.properties: sasl.jaas.config: an option (name not shown) has no value;'
+        ' write name="value" pairs (quote values containing characters other than'
+        ' letters, digits, . - _ $)',
+    ),
+    "jaas_option_at_end_without_value": (
+        S(f'{PLAIN} required username='),
+        'c.properties: sasl.jaas.config: username has no value; write '
+        'name="value" pairs (quote values containing characters other than '
+        'letters, digits, . - _ $)',
+    ),
+    "jaas_not_terminated": (
+        S(f'{PLAIN} required username="u" password="p"'),
+        "c.properties: sasl.jaas.config: the entry is not terminated by ';'; add "
+        'it at the end',
+    ),
+    "jaas_two_modules": (
+        S(J + " " + J),
+        'c.properties: sasl.jaas.config: contains 2 login modules; Kafka requires'
+        ' exactly one',
+    ),
+    "jaas_no_module": (
+        S('// only a comment'),
+        'c.properties: sasl.jaas.config: contains 0 login modules; Kafka requires'
+        ' exactly one',
+    ),
+    "jaas_unterminated_comment": (
+        S(f'{PLAIN} required /* username="u" password="p";'),
+        'c.properties: sasl.jaas.config: unterminated /* comment; close it with '
+        '*/',
+    ),
+    "jaas_unclosed_quote": (
+        S(f'{PLAIN} required username="u password="p";'),
+        'c.properties: sasl.jaas.config: a quoted value is not closed; end it '
+        'with a matching " (escape quotes inside it as \\\\\\" in a properties file)',
+    ),
+    "jaas_quote_ends_at_newline": (
+        S(f'{PLAIN} required username=\'u\npassword="p";'),
+        'c.properties: sasl.jaas.config: a quoted value is not closed; end it '
+        'with a matching \' (escape quotes inside it as \\\\\\" in a properties file)',
+    ),
+    "jaas_bang": (
+        S(f'{PLAIN} required ! username="u" password="p";'),
+        'c.properties: sasl.jaas.config: unexpected text where an option name was'
+        ' expected; options look like name="value"',
+    ),
+    "jaas_backslash_at_end": (
+        S(f'{PLAIN} required username="u\\'),
+        'c.properties: sasl.jaas.config: a quoted value is not closed; end it '
+        'with a matching " (escape quotes inside it as \\\\\\" in a properties file)',
+    ),
+    "jaas_escaped_quote_at_end": (
+        S(f'{PLAIN} required username="u" password="x\\"'),
+        'c.properties: sasl.jaas.config: a quoted value is not closed; end it '
+        'with a matching " (escape quotes inside it as \\\\\\" in a properties file)',
+    ),
+    "jks_declared_truststore": (
+        {**SSL, "ssl.truststore.location": "{dir}/trust.jks", "ssl.truststore.type": "JKS"},
+        "c.properties: ssl.truststore.location: '{dir}/trust.jks' is a JKS file "
+        'and librdkafka reads only PEM CA certificates; convert it, e.g. `keytool'
+        ' -exportcert -rfc -keystore {dir}/trust.jks -alias ALIAS -file ca.pem` '
+        '(once per CA), then point ssl.truststore.location at ca.pem and set '
+        'ssl.truststore.type=PEM',
+    ),
+    "pem_declared_unknown_truststore": (
+        {**SSL, "ssl.truststore.location": "{dir}/other.bin", "ssl.truststore.type": "PEM"},
+        "c.properties: ssl.truststore.location: '{dir}/other.bin' is not a PEM "
+        'file and librdkafka reads only PEM CA certificates; convert it, e.g. '
+        '`keytool -exportcert -rfc -keystore {dir}/other.bin -alias ALIAS -file '
+        'ca.pem` (once per CA), then point ssl.truststore.location at ca.pem and '
+        'set ssl.truststore.type=PEM',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_each_refusal_has_its_exact_message(case: str, stores: Path) -> None:
+    props, message = BAD[case]
+    props = {key: value.replace("{dir}", str(stores)) for key, value in props.items()}
+    with pytest.raises(ConfigError) as raised:
+        to_librdkafka(props, "c.properties")
+    assert str(raised.value) == message.replace("{dir}", str(stores))
+
+
+def test_every_kind_of_key_is_handled_and_the_next_one_still_read() -> None:
+    # Ordered so that stopping early after any kind of key would lose the ones after it.
+    props = {
+        "security.protocol": "ssl",
+        "group.id": "g",
+        "sasl.mechanism": "PLAIN",
+        "config.providers": "",
+        "ssl.truststore.password": "tp",
+        "client.dns.lookup": "default",
+        "client.id": "c",
+        "request.timeout.ms": " 0100 ",
+        "ssl.protocol": "TLSv1.2",
+        "foo.bar": "5",
+        "client.rack": "r",
+        "ssl.endpoint.identification.algorithm": "HTTPS",
+        "ssl.cipher.suites": "ECDHE-RSA-AES128-GCM-SHA256 , , AES256-SHA",
+    }
+    settings, warnings = to_librdkafka(props, "c.properties")
+    assert settings == {
+        "security.protocol": "SSL",
+        "client.id": "c",
+        "socket.timeout.ms": "100",
+        "client.rack": "r",
+        "ssl.endpoint.identification.algorithm": "https",
+        "ssl.cipher.suites": "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA",
+    }
+    assert warnings == [
+        "c.properties: sasl.mechanism: ignored, security.protocol is SSL, which does not use "
+        "SASL (as in Java); set security.protocol if SASL was intended",
+        "c.properties: client.dns.lookup: ignored, librdkafka only accepts "
+        "resolve_canonical_bootstrap_servers_only or use_all_dns_ips",
+        f"c.properties: ssl.protocol: ignored, {IGNORED_KEYS['ssl.protocol']}",
+        "c.properties: foo.bar: ignored, not a setting lag-exporter translates to "
+        "librdkafka",
+        "c.properties: ssl.truststore.password: ignored, librdkafka reads PEM CA certificates "
+        "without a password",
+    ]
+
+
+def test_tls_keys_without_tls_are_warned_about_by_layer() -> None:
+    settings, warnings = to_librdkafka({"ssl.keystore.location": "k.p12"}, "c.properties")
+    assert settings == {}
+    assert warnings == [
+        "c.properties: ssl.keystore.location: ignored, security.protocol is PLAINTEXT, which "
+        "does not use TLS (as in Java); set security.protocol if TLS was intended"]
+
+
+def test_integer_bounds_are_inclusive() -> None:
+    low = to_librdkafka({"metadata.max.age.ms": "1"})[0]
+    high = to_librdkafka({"metadata.max.age.ms": "86400000"})[0]
+    assert (low, high) == ({"metadata.max.age.ms": "1"}, {"metadata.max.age.ms": "86400000"})
+
+
+def test_empty_endpoint_algorithm_disables_hostname_verification() -> None:
+    settings, _ = to_librdkafka({**SSL, "ssl.endpoint.identification.algorithm": ""})
+    assert settings["ssl.endpoint.identification.algorithm"] == "none"
+
+
+def test_inline_pem_truststore_and_keystore(stores: Path) -> None:
+    settings, warnings = to_librdkafka({
+        **SSL, "ssl.truststore.certificates": PEM_CERT, "ssl.keystore.key": PEM_KEY,
+        "ssl.keystore.certificate.chain": PEM_CERT, "ssl.key.password": "kp"})
+    assert settings == {"security.protocol": "SSL", "ssl.ca.pem": PEM_CERT.strip(),
+                        "ssl.key.pem": PEM_KEY.strip(), "ssl.certificate.pem": PEM_CERT.strip(),
+                        "ssl.key.password": "kp"}
+    assert warnings == []
+
+
+def test_pem_keystore_file_holds_key_and_chain(stores: Path) -> None:
+    pem = str(stores / "ca.pem")
+    settings, warnings = to_librdkafka({**SSL, "ssl.keystore.location": pem,
+                                        "ssl.key.password": "kp"})
+    assert settings == {"security.protocol": "SSL", "ssl.certificate.location": pem,
+                        "ssl.key.location": pem, "ssl.key.password": "kp"}
+    assert warnings == []
+
+
+def test_pkcs12_keystore_passwords(stores: Path) -> None:
+    p12 = str(stores / "trust.p12")
+    same = {**SSL, "ssl.keystore.location": p12, "ssl.keystore.password": "pw",
+            "ssl.key.password": "pw"}
+    settings, warnings = to_librdkafka(same, "c.properties")
+    assert settings == {"security.protocol": "SSL", "ssl.keystore.location": p12,
+                        "ssl.keystore.password": "pw"}
+    assert warnings == []
+    _, warnings = to_librdkafka({**same, "ssl.key.password": "other"}, "c.properties")
+    assert warnings == [
+        "c.properties: ssl.key.password: ignored, librdkafka opens a PKCS#12 keystore with "
+        "ssl.keystore.password only (re-export it with one password if login fails)"]
+
+
+def test_keystore_passwords_without_a_keystore_are_warned_about() -> None:
+    _, warnings = to_librdkafka({**SSL, "ssl.keystore.password": "a", "ssl.key.password": "b"},
+                                "c.properties")
+    assert warnings == [
+        "c.properties: ssl.keystore.password: ignored, no client keystore is configured",
+        "c.properties: ssl.key.password: ignored, no client keystore is configured"]
+
+
+def test_sasl_without_jaas_or_mechanism_is_kerberos() -> None:
+    settings, warnings = to_librdkafka({"security.protocol": "SASL_PLAINTEXT"}, "c.properties")
+    assert settings == {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "GSSAPI"}
+    assert warnings == [
+        "c.properties: sasl.mechanism: GSSAPI (Kerberos, the Java default); librdkafka will use "
+        "its kinit command and ticket cache, not the JVM's JAAS file"]
+
+
+def test_jaas_options_after_username_and_password_are_still_read() -> None:
+    jaas = f'{SCRAM} required username="u" password="p" tokenauth=false other="x";'
+    settings, warnings = to_librdkafka(S(jaas, "SCRAM-SHA-512"), "c.properties")
+    assert (settings["sasl.username"], settings["sasl.password"]) == ("u", "p")
+    assert warnings == [
+        "c.properties: sasl.jaas.config: an option other than username/password ignored "
+        "(name not shown in case it is a secret)"]
+
+
+@pytest.mark.parametrize(("jaas", "password"), [
+    # comments: to the end of the line, to the end of the text, /* */ (also empty)
+    (f'// c\n{PLAIN} required // c\nusername="u" /**/ password=/* c */"p"; // end', "p"),
+    # octal escapes take at most 3 digits from 0-3, 2 from 4-7; other escapes as in C
+    (f'{PLAIN} required username="u" password="\\101\\0123\\477\\n\\t\\q\\"";',
+     "A\n3'7\n\tq\""),
+    # single quotes; control characters and Unicode spaces between tokens separate them
+    (f"{PLAIN}\x01required \u2003username='u'\x1fpassword='p';", "p"),
+    # unquoted words: letters, digits, . _ - $ and anything from U+0080 on
+    (f"{PLAIN} required username=u password=\x80p.w_d-$\u00e9;", "\x80p.w_d-$\u00e9"),
+])
+def test_jaas_syntax_as_kafka_reads_it(jaas: str, password: str) -> None:
+    settings, _ = to_librdkafka(S(jaas))
+    assert (settings["sasl.username"], settings["sasl.password"]) == ("u", password)
+
+
+def test_escaped_separator_and_doubled_backslashes() -> None:
+    text = "a==b\n=v\nk\\=ey=1\nodd=x\\\\\nlonger.key=yy\\\\\\\\\nnext=z\n"
+    assert parse_java_properties(text) == {
+        "a": "=b", "": "v", "k=ey": "1", "odd": "x\\", "longer.key": "yy\\\\", "next": "z"}
+
+
+def test_unreadable_command_config_names_the_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.properties"
+    with pytest.raises(ConfigError) as raised:
+        load_command_config(missing)
+    assert str(raised.value) == (f"{missing}: cannot read the --command-config file (No such "
+                                 "file or directory); check the path and its permissions")
