@@ -10,10 +10,12 @@ interpolated linearly on offset between them: with a steady producer that is exa
 never outside the interval the samples prove. The answer is now - write time, so on a topic
 that has gone quiet it keeps growing with `now`, as it should.
 
-Beyond the history (a consumer further behind than the exporter has been watching) the caller
-passes the CreateTime of the first record at or after c, read from the broker (see
-`needs_record_time`, `remember_record_time`); a compacted or truncated offset therefore gets
-the next record's time. Without it the answer is None, never NaN, infinity or a negative number.
+Beyond the history (a consumer further behind than the exporter has been watching, or in a
+stretch thinned by decimation) the Kafka side reads the CreateTime of the first record at or
+after c from the broker (`needs_record_time` says for which partitions) and hands it over with
+`remember_record_time` or the `record_time` argument. That fact is exact for c (a compacted or
+truncated offset gets the next record's time) and bounds the offsets around it. Without
+history or fact the answer is None, never NaN, infinity or a negative number.
 
 Clocks: `at`/`now` may be any clock in seconds (monotonic is fine) as long as it is one clock;
 record timestamps are Kafka CreateTimes (epoch seconds), so a caller that passes them must use
@@ -36,8 +38,8 @@ from typing import Generic, TypeVar
 Key = TypeVar("Key", bound=Hashable)
 
 MAX_POINTS = 120
-"""Points kept per partition: 10,000 partitions with full histories take ~25 MB (see
-tests/unit/test_seconds.py::test_memory_of_10000_full_histories)."""
+"""Points kept per partition: 10,000 partitions with full histories take 25.5 MB, 27 MB with a
+remembered record time each (tracemalloc; tests/unit/test_seconds.py checks the bound)."""
 TOLERANCE_S = 0.5
 """A point is merged into the line through its neighbours when that line predicts its time
 within this many seconds; the merge adds at most this much error."""
@@ -46,7 +48,7 @@ within this many seconds; the merge adds at most this much error."""
 class _History:
     """One partition: points in order of time, offsets and times both non-decreasing."""
 
-    __slots__ = ("last_seen", "offsets", "slope_high", "slope_low", "times")
+    __slots__ = ("fact", "fine_from", "last_seen", "offsets", "slope_high", "slope_low", "times")
 
     def __init__(self, high_watermark: int, at: float) -> None:
         self.offsets = array("q", (high_watermark,))
@@ -57,6 +59,11 @@ class _History:
         # last segment within the tolerance: the swinging-door test, O(1) per point.
         self.slope_low = -math.inf
         self.slope_high = math.inf
+        self.fine_from = high_watermark
+        """Offsets from here on are at full resolution (never thinned by a decimation)."""
+        self.fact: tuple[int, int, float] | None = None
+        """(requested, offset, CreateTime): the first record at or after `requested` is at
+        `offset` and was written then. The latest one read from the broker."""
 
 
 class WatermarkHistory(Generic[Key]):
@@ -140,28 +147,34 @@ class WatermarkHistory(Generic[Key]):
             # Drop every other point of the older half, keeping the first (the coverage) and
             # the last two (the open segment's slopes stay valid). Amortised O(1).
             half = len(offsets) // 2
+            history.fine_from = offsets[half]
             del offsets[1:half:2]
             del times[1:half:2]
 
-    def remember_record_time(self, key: Key, offset: int, create_time: float) -> None:
-        """The record at `offset` was written at `create_time` (read from the broker): extends
-        the history backwards, so offsets between it and the history's start are interpolated
-        from then on instead of needing another read. Ignored unless it is older than the
-        history's first point."""
+    def remember_record_time(
+        self, key: Key, requested: int, offset: int, create_time: float
+    ) -> None:
+        """The first record at or after offset `requested` is at `offset` (> requested when
+        compacted or truncated) and was written at `create_time`, as read from the broker.
+        Kept (one per partition, the latest) until the history restarts."""
         history = self._histories.get(key)
-        if history is None or not offset < history.offsets[0] or not math.isfinite(create_time):
-            return
-        # Producers' clocks may be ahead of ours: the record existed at the first point's time.
-        history.offsets.insert(0, offset)
-        history.times.insert(0, min(create_time, history.times[0]))
+        if history is not None and offset >= requested and math.isfinite(create_time):
+            history.fact = (requested, offset, create_time)
 
     def needs_record_time(self, key: Key, committed: int | None) -> bool:
-        """True when the history does not reach back to `committed`, so `seconds_behind` needs
-        the record time of `committed` to answer (the Kafka side reads it from the broker)."""
+        """True when the history does not cover `committed` at full resolution (older than
+        its first point, or in a thinned stretch) and no remembered record time is for it: the
+        Kafka side should read the record time there (rate-limited: the estimate meanwhile is
+        bounded by the history, or unknown before its start)."""
         if committed is None:
             return False
         history = self._histories.get(key)
-        return history is None or committed < history.offsets[0]
+        if history is None:
+            return True
+        fact = history.fact
+        if fact is not None and fact[0] <= committed <= fact[1]:
+            return False
+        return committed < history.fine_from
 
     def seconds_behind(
         self,
@@ -172,46 +185,49 @@ class WatermarkHistory(Generic[Key]):
         record_time: tuple[int, float] | None = None,
     ) -> float | None:
         """Seconds since the record at offset `committed` was written: 0.0 when caught up,
-        None when unknown (no commit, no watermark, or older than the history and no valid
-        `record_time`). Never NaN, infinite or negative.
+        None when unknown (no commit, no watermark, or older than the history with no record
+        time for it). Never NaN, infinite or negative.
 
-        `record_time` is (offset, CreateTime) of the first record at or after `committed`; it
-        is used only when the history does not cover `committed`, and only if its offset is
-        >= committed and below the history's first point (else it belongs to another commit).
+        `record_time` is (offset, CreateTime) of the first record at or after `committed`, read
+        from the broker; ignored if its offset is below `committed`. Without it, the fact given
+        to `remember_record_time` is used where it applies.
         """
         if committed is None or high_watermark is None:
             return None
         if committed >= high_watermark:
             return 0.0
         history = self._histories.get(key)
-        written: float | None = None
-        if history is not None:
-            offsets, times = history.offsets, history.times
-            above = bisect_right(offsets, committed)  # first point whose watermark > committed
-            if above == 0:
-                if record_time is not None and committed <= record_time[0] < offsets[0]:
-                    written = min(record_time[1], times[0])
+        fact = None
+        if record_time is not None and record_time[0] >= committed:
+            fact = (committed, record_time[0], record_time[1])
+        elif history is not None:
+            fact = history.fact
+        has_low, low_offset, low_time, high_offset, high_time = _bracket(
+            history, committed, high_watermark, now)
+        if fact is not None and math.isfinite(fact[2]):
+            start, offset, created = fact
+            # The broker's time, kept within what the samples prove about record `offset`
+            # (a producer's clock can be off; monotonicity in the offset depends on it).
+            if offset == committed:
+                fact_low, fact_low_time, fact_high_time = has_low, low_time, high_time
             else:
-                below = above - 1  # last point whose watermark <= committed
-                if above < len(offsets):
-                    low_offset, low_time = offsets[below], times[below]
-                    high_offset, high_time = offsets[above], times[above]
-                else:
-                    # Past the last point: it was still that at last_seen; the caller's
-                    # watermark, above committed, is the upper bound now.
-                    low_offset, low_time = offsets[below], history.last_seen
-                    high_offset, high_time = high_watermark, max(now, low_time)
-                # Record c is the (c - low + 1)-th of the span: take the middle of its slot.
-                fraction = (committed - low_offset + 0.5) / (high_offset - low_offset)
-                written = low_time + fraction * (high_time - low_time)
-        elif record_time is not None and committed <= record_time[0] < high_watermark:
-            written = record_time[1]
-        if written is None:
+                fact_low, _, fact_low_time, _, fact_high_time = _bracket(
+                    history, offset, high_watermark, now)
+            if fact_low and created < fact_low_time:
+                created = fact_low_time
+            if created > fact_high_time:
+                created = fact_high_time
+            if start <= committed <= offset:
+                return _age(now, created)
+            if offset < committed and (not has_low or offset >= low_offset):
+                has_low, low_offset, low_time = True, offset, created
+            elif committed < start and offset < high_offset:
+                high_offset, high_time = offset, created
+        if not has_low:
             return None
-        seconds = now - written
-        if not math.isfinite(seconds):
-            return None
-        return seconds if seconds > 0.0 else 0.0
+        # Record c is the (c - low + 1)-th of the span: take the middle of its slot.
+        fraction = (committed - low_offset + 0.5) / (high_offset - low_offset)
+        return _age(now, low_time + fraction * (high_time - low_time))
 
     def forget(self, key: Key) -> None:
         self._histories.pop(key, None)
@@ -220,3 +236,28 @@ class WatermarkHistory(Generic[Key]):
         """Drop the partitions for which `keep(key)` is false (no longer reported)."""
         for key in [k for k in self._histories if not keep(k)]:
             del self._histories[key]
+
+
+def _bracket(
+    history: _History | None, offset: int, high_watermark: int, now: float
+) -> tuple[bool, int, float, int, float]:
+    """(has_low, low offset, low time, high offset, high time): the last point whose watermark
+    is <= `offset` (none before the history) and the first one above it; past the last point
+    the watermark was still the last one at last_seen, and the caller's is the bound now."""
+    if history is None:
+        return False, 0, 0.0, high_watermark, now
+    offsets, times = history.offsets, history.times
+    above = bisect_right(offsets, offset)
+    if above == len(offsets):
+        low_time = history.last_seen
+        return True, offsets[above - 1], low_time, high_watermark, max(now, low_time)
+    if above == 0:
+        return False, 0, 0.0, offsets[0], times[0]
+    return True, offsets[above - 1], times[above - 1], offsets[above], times[above]
+
+
+def _age(now: float, written: float) -> float | None:
+    seconds = now - written
+    if not math.isfinite(seconds):
+        return None
+    return seconds if seconds > 0.0 else 0.0
