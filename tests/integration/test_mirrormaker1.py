@@ -17,8 +17,10 @@ from helpers import (
     create_topic,
     describe_group,
     doc_time,
+    document_stamps,
     offsets_now,
     search_all,
+    wait_for,
     wait_until_kafka_serves,
 )
 
@@ -79,14 +81,19 @@ def test_30_second_watch_matches_kafka_consumer_groups(
     with SteadyProducer(stack.source_bootstrap, topic, PARTITIONS, rate=300) as producer:
         wait_for_mirroring(stack, topic)
         exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", GROUP,
-                                   "--topic", topic, "--es-url", stack.es_url, "--es-index",
-                                   index, "--interval", "1", "--spool-dir", str(tmp_path))
-        readings = []
+                                   "--cluster-name", "oasis", "--topic", topic,
+                                   "--es-url", stack.es_url, "--es-index", index,
+                                   "--interval", "1", "--spool-dir", str(tmp_path))
         deadline = time.monotonic() + 30
-        time.sleep(1)
+        wait_for(lambda: bool(document_stamps(stack.es_url, index, topic=topic)), timeout=30,
+                 what="the first document", exporter=exporter)
+        readings = []
         while time.monotonic() < deadline - 3:
             readings.append(read_with_bounds(stack, topic))
-        time.sleep(max(0.0, deadline - time.monotonic()))
+        # 30 s of watch: as many samples as whole seconds since the first one was stored
+        wait_for(lambda: len(document_stamps(stack.es_url, index, topic=topic)) >= 29,
+                 timeout=max(0.0, deadline - time.monotonic()) + 10, what="29 documents",
+                 exporter=exporter)
         code, _ = exporter.stop(signal.SIGTERM)
     assert code == 0, exporter.stderr
     assert producer.sent > 5000
@@ -94,7 +101,7 @@ def test_30_second_watch_matches_kafka_consumer_groups(
     documents = [doc for doc in search_all(stack.es_url, index) if doc["topic"] == topic]
     assert 28 <= len(documents) <= 32
     assert len(documents) == exporter.samples_taken()
-    assert all(doc["group"] == GROUP and doc["cluster"] == "default" for doc in documents)
+    assert all(doc["group"] == GROUP and doc["cluster"] == "oasis" for doc in documents)
     assert all(set(doc) >= {f"p{p}" for p in range(PARTITIONS)} for doc in documents)
 
     checked = 0

@@ -4,6 +4,7 @@ from lag_exporter.lag import (
     lag_max,
     lag_total,
     partition_lag,
+    partitions_unknown,
 )
 from lag_exporter.model import TopicPartition
 
@@ -46,8 +47,18 @@ def test_compute_lags_deduplicates_partitions() -> None:
 
 def test_commits_beyond_watermark_finds_only_truncated_partitions() -> None:
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
-    lags = compute_lags([a, b], {a: 10, b: 3}, {a: 7, b: 7})
+    c, d, e = TopicPartition("t", 2), TopicPartition("t", 3), TopicPartition("t", 4)
+    # c: committed exactly at the watermark (caught up); d: no commit; e: no watermark
+    lags = compute_lags([a, b, c, d, e], {a: 10, b: 3, c: 7, e: 9}, {a: 7, b: 7, c: 7, d: 1})
     assert [(p.partition, p.lag) for p in commits_beyond_watermark(lags)] == [(0, 0)]
+
+
+def test_partitions_unknown_counts_commits_whose_end_offset_is_missing() -> None:
+    a, b, c, d = (TopicPartition("t", n) for n in range(4))
+    # a: known; b, c: committed, end offset missing; d: neither (no lag expected anyway)
+    lags = compute_lags([a, b, c, d], {a: 1, b: 2, c: 3}, {a: 5})
+    assert partitions_unknown(lags) == 2
+    assert partitions_unknown(compute_lags([a, d], {a: 1}, {a: 5, d: 3})) == 0
 
 
 def test_totals_ignore_unknown_lags() -> None:
