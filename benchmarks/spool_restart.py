@@ -8,7 +8,9 @@
    (100 groups x 20 topics) of 20 partitions each, as `topic_document` makes them, with distinct
    timestamps and ids per batch. Rows are encoded here and inserted directly (no fsync per row),
    which is what the outbox would have written second by second.
-2. In a FRESH process (as after an out-of-memory kill) opens the Outbox on it, timing the open
+2. Evicts the spool from the page cache (posix_fadvise DONTNEED on its files only: nobody
+   else's cache), so the restart reads it from disk.
+3. In a FRESH process (as after an out-of-memory kill) opens the Outbox on it, timing the open
    and the process from start to ready, drains --drain batches (0: all) checking that they come
    in order (sequence, `@timestamp`, document count), and reports its peak RSS: VmHWM of
    /proc/self/status. Not ru_maxrss: Linux carries the pre-exec high-water mark over execve,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -106,6 +109,16 @@ def build(spool_dir: Path, gigabytes: float) -> tuple[int, float, int, int]:
             json_size)
 
 
+def evict_from_page_cache(spool_dir: Path) -> None:
+    for path in spool_dir.glob(SPOOL_FILE + "*"):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # only clean pages can be dropped
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
 def peak_rss_mb() -> float:
     """This process's own peak resident set (VmHWM), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -124,7 +137,7 @@ def child(spool_dir: Path, drain: int, spawned_at: float) -> None:
     rss_open = peak_rss_mb()
     to_drain = queued if drain == 0 else min(drain, queued)
     expected_sequence, draining = None, time.monotonic()
-    first_batch_s = None
+    first_batch_s, slowest_delivered_s, last_delivered_s = None, 0.0, 0.0
     for _ in range(to_drain):
         batch = outbox.oldest(wait_s=0)
         if first_batch_s is None:
@@ -135,13 +148,20 @@ def child(spool_dir: Path, drain: int, spawned_at: float) -> None:
         assert batch.documents[0].source["@timestamp"] == timestamp(batch.created_at)
         assert batch.documents[-1].source["@timestamp"] == timestamp(batch.created_at)
         expected_sequence = batch.sequence + 1
+        delivering = time.monotonic()
         outbox.delivered(batch)
+        last_delivered_s = time.monotonic() - delivering
+        slowest_delivered_s = max(slowest_delivered_s, last_delivered_s)
     drained_s = time.monotonic() - draining
     left = len(outbox)
+    closing = time.monotonic()
     outbox.close()
+    close_s = time.monotonic() - closing
     print(json.dumps({
         "open_s": opened, "ready_s": ready_s, "first_batch_s": first_batch_s, "queued": queued,
         "queued_bytes": queued_bytes, "drained": to_drain, "drain_s": drained_s, "left": left,
+        "slowest_delivered_s": slowest_delivered_s, "last_delivered_s": last_delivered_s,
+        "close_s": close_s,
         "rss_after_open_mb": rss_open, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -168,6 +188,7 @@ def main() -> None:
         print(f"built {batches} batches ({size / 1e9:.2f} GB on disk, "
               f"{size / batches / 1e3:.0f} kB per batch of {GROUPS * TOPICS_PER_GROUP} "
               f"documents, {json_size / 1e3:.0f} kB of JSON) in {build_s:.0f} s")
+        evict_from_page_cache(args.dir)
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, __file__, "--child", "--dir", str(args.dir), "--drain",
@@ -187,6 +208,9 @@ def main() -> None:
               f"({numbers['drained'] / numbers['drain_s']:.0f} batches/s, "
               f"{numbers['drained'] * GROUPS * TOPICS_PER_GROUP / numbers['drain_s']:.0f} "
               f"documents/s); {numbers['left']} left; whole process {process_s:.1f} s")
+        print(f"removing a delivered batch: slowest {numbers['slowest_delivered_s'] * 1000:.0f} ms,"
+              f" the last one (the file given back) {numbers['last_delivered_s'] * 1000:.0f} ms; "
+              f"close {numbers['close_s'] * 1000:.0f} ms")
         print("reproduce: .venv/bin/python benchmarks/spool_restart.py "
               f"--gigabytes {args.gigabytes} --drain {args.drain}")
     finally:
