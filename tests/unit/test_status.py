@@ -68,7 +68,7 @@ def test_memberless_group_with_lag_and_no_movement_is_stop_after_the_threshold()
 
 def test_stop_waits_for_3_times_the_observed_commit_interval() -> None:
     tracker: Tracker = PartitionStatusTracker()
-    for commit in range(5):  # a commit every 200 s, lag 10 each time
+    for commit in range(5):  # a commit every 200 s, lag 10 each time (first one: no interval)
         feed(tracker, commit * 200, commit * 100, commit * 100 + 10, assigned=False)
     last = 4 * 200
     assert feed(tracker, last + 599, 400, 410, assigned=False) == OK
@@ -102,29 +102,65 @@ def test_rewind_while_caught_up_is_ok() -> None:
     assert feed(tracker, 1, 50, 50) == OK
 
 
-def test_lag_growing_at_each_commit_is_warn() -> None:
+def test_lag_growing_is_warn_after_five_trend_points() -> None:
+    """Commits every second, the producer 10/s, the consumer 5/s: behind, falling further."""
     tracker: Tracker = PartitionStatusTracker()
-    statuses = [feed(tracker, s, 5 * s, 10 * s + 20) for s in range(5)]
-    assert statuses[:2] == [OK, OK]  # fewer than 3 commits
-    assert statuses[2:] == [WARN, WARN, WARN]
+    statuses = [feed(tracker, s, 5 * s, 10 * s + 20) for s in range(200)]
+    # Trend points at 0, 30, 60, 90, 120 s: the fifth rise decides.
+    assert set(statuses[:120]) == {OK}
+    assert set(statuses[120:]) == {WARN}
+
+
+def test_mirrormaker1_falling_behind_is_warn() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    committed, statuses = 0, []
+    for s in range(600):
+        if s % 60 == 0:
+            committed = 5 * s  # it reads half of what arrives
+        statuses.append(feed(tracker, s, committed, 10 * s + 20))
+    assert statuses[-1] == WARN
+    assert STOP not in statuses
+    assert STALL not in statuses
 
 
 def test_lag_equal_at_every_commit_is_ok() -> None:
     tracker: Tracker = PartitionStatusTracker()
-    assert {feed(tracker, s, 10 * s, 10 * s + 20) for s in range(50)} == {OK}
+    assert {feed(tracker, s, 10 * s, 10 * s + 20) for s in range(700)} == {OK}
+
+
+def test_small_lags_that_tie_or_wobble_are_not_warn() -> None:
+    tracker: Tracker = PartitionStatusTracker()
+    wobble = [2, 3, 3, 4, 4, 4, 3, 2, 4]
+    statuses = {feed(tracker, s, 10 * s, 10 * s + wobble[(s // 30) % 9]) for s in range(2000)}
+    assert statuses == {OK}
+
+
+def test_one_burst_is_not_warn() -> None:
+    """A burst of 3000 every 10 minutes, drained at 20/s by a consumer committing every s."""
+    tracker: Tracker = PartitionStatusTracker()
+    high_watermark, committed, statuses = 0, 0, []
+    for s in range(3600):
+        if s % 600 == 300:
+            high_watermark += 3000
+        high_watermark += 2
+        committed = min(high_watermark - 2, committed + 20)
+        statuses.append(feed(tracker, s, committed, high_watermark))
+    assert set(statuses) == {OK}
 
 
 def test_behind_but_catching_up_is_ok() -> None:
     tracker: Tracker = PartitionStatusTracker()
-    statuses = [feed(tracker, s, 1000 + 20 * s, 5000 + 10 * s) for s in range(100)]
+    statuses = [feed(tracker, s, 1000 + 20 * s, 5000 + 10 * s) for s in range(300)]
     assert set(statuses) == {OK}
 
 
-def test_commits_older_than_the_window_do_not_count_for_warn() -> None:
-    tracker: Tracker = PartitionStatusTracker(StatusRules(window_s=60))
-    for s in range(3):
+def test_trend_points_older_than_the_window_do_not_count() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(window_s=300))
+    for s in range(0, 300, 15):  # a rise every 15 s; trend points every 15 s
         feed(tracker, s, 5 * s, 10 * s + 20)
-    assert feed(tracker, 100, 10, 40) == OK
+    assert tracker.evaluate("p", 299) == WARN
+    # At 600 the trend points (0..285) are all older than the window.
+    assert tracker.evaluate("p", 600) == OK
 
 
 def test_unknown_watermark_keeps_the_last_lag() -> None:
@@ -169,7 +205,7 @@ def test_status_changes_once_per_change() -> None:
 
 def test_rules_are_validated() -> None:
     for bad in ({"window_s": 0}, {"allowed_lag": -1}, {"stop_after_s": -5},
-                {"commits_kept": 1}):
+                {"commits_kept": 1}, {"min_commits_for_warn": 11}):
         try:
             StatusRules(**bad)
         except ValueError:
