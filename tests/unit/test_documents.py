@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -91,3 +92,22 @@ def test_topic_with_no_known_lag_has_no_document_but_shows_in_json() -> None:
     assert [d.source["topic"] for d in sample_documents(sample(group))] == ["u"]
     assert [d.source["topic"] for d in sample_documents(sample(group), with_nulls=True)] == [
         "t", "u"]
+
+
+def test_ids_never_change_between_versions() -> None:
+    # A batch spooled by one version and sent by the next must get the same ids, or it is
+    # stored twice: the id of this document is pinned.
+    group = GroupLag("src", "oasis-group", (lag("a", 0, 5, 10),))
+    (document,) = sample_documents(sample(group))
+    assert document.doc_id == "fb3f0b0aea6bd18884ede7ac7a2ff651be36427a"
+    # the parts are separated: moving a character from one part to the next changes the id
+    shifted = sample_documents(sample(GroupLag("src", "oasis-grou", (lag("pa", 0, 5, 10),))))
+    assert shifted[0].doc_id != document.doc_id
+
+
+def test_a_late_groups_documents_carry_the_time_it_was_taken() -> None:
+    taken = MOMENT - timedelta(seconds=2)
+    late = GroupLag("slow", "g", (lag("t", 0, 1, 2),), taken_at=taken)
+    (document,) = sample_documents(sample(late))
+    assert document.source["@timestamp"] == "2025-12-31T23:59:58.123Z"
+    assert document.doc_id != sample_documents(sample(replace(late, taken_at=None)))[0].doc_id
