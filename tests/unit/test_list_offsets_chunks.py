@@ -1,6 +1,8 @@
 """ListOffsets chunks keep a topic's partitions together, so a failed chunk stays local (pure)."""
 
-from lag_exporter.kafka_source import chunk_by_topic
+from confluent_kafka import KafkaError
+
+from lag_exporter.kafka_source import STALE_CLIENT_ERRORS, STALE_METADATA_ERRORS, chunk_by_topic
 
 
 def topics_of(chunk: list[tuple[str, int]]) -> set[str]:
@@ -40,3 +42,11 @@ def test_only_a_topic_larger_than_a_chunk_is_split_into_chunks_of_its_own() -> N
 
 def test_no_partitions_no_chunks() -> None:
     assert chunk_by_topic([], 250) == []
+
+
+def test_leader_errors_refresh_metadata_instead_of_replacing_the_client() -> None:
+    """A reassignment's routine NOT_LEADER / LEADER_NOT_AVAILABLE must not cost a cold client
+    (coordinator cache, SASL handshakes); the integration test checks the refresh itself."""
+    for code in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError._UNKNOWN_PARTITION):
+        assert code in STALE_METADATA_ERRORS and code not in STALE_CLIENT_ERRORS
