@@ -7,6 +7,7 @@ import json
 import signal
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ from helpers import (
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
+
+
+def log_time(line: str) -> float:
+    """The time of a log line in the default format (local time, as logging writes it)."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 @pytest.fixture
@@ -99,6 +105,7 @@ def test_source_broker_down_for_20_s_resumes_within_2_ticks(
     time.sleep(4)
     stack.stop("kafka-source")
     time.sleep(20)
+    starting_at = time.time()
     stack.start("kafka-source")
     recovered_at = wait_until_kafka_serves(stack.source_bootstrap)
     time.sleep(8)
@@ -107,6 +114,7 @@ def test_source_broker_down_for_20_s_resumes_within_2_ticks(
     stamps = [doc_time(json.loads(line)) for line in exporter.stdout.splitlines()]
     assert any(s < recovered_at - 20 for s in stamps)  # sampled before the outage
     first_after = min(s for s in stamps if s > recovered_at - 0.5)
+    print(f"first document {first_after - recovered_at:+.2f} s after Kafka served again")
     assert first_after - recovered_at < 2.5, (  # within 2 ticks of the broker answering again
         [round(s - recovered_at, 2) for s in stamps if s > recovered_at - 8], exporter.stderr)
     gap = [b - a for a, b in itertools.pairwise(stamps)]
@@ -114,5 +122,8 @@ def test_source_broker_down_for_20_s_resumes_within_2_ticks(
     assert exporter.stderr.count("cannot sample") == 1, exporter.stderr
     assert exporter.stderr.count("sampling again") == 1, exporter.stderr
     # librdkafka #5040: an OffsetFetch answered NOT_COORDINATOR (the broker's coordinator not
-    # loaded yet) crashed the Kafka client process with SIGSEGV, 1-5 times per restart.
-    assert "exit code" not in exporter.stderr, exporter.stderr
+    # loaded yet) crashed the Kafka client process with SIGSEGV, 1-5 times per restart. (While
+    # the broker shuts down it may still happen: see README.)
+    crashes = [line for line in exporter.stderr.splitlines()
+               if "exit code" in line and log_time(line) >= starting_at]
+    assert crashes == [], exporter.stderr
