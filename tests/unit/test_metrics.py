@@ -4,8 +4,12 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lag_exporter.app import make_service
+from lag_exporter.config import ClusterConfig, ExporterConfig, KafkaSettings
+from lag_exporter.documents import Document
 from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.selection import GroupSelection, TopicSelection
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -346,3 +350,25 @@ def test_empty_sample_counts_as_success() -> None:
     health = Health(1.0, clock=FakeClock())
     health.observe(sample())
     assert health.status() == (True, "ok")
+
+
+def test_samples_the_outbox_dropped_are_on_metrics_of_a_built_service() -> None:
+    # The wiring in app.make_service, not only LagMetrics: the counter must be the outbox's.
+    cluster = ClusterConfig("c", KafkaSettings("c", {"bootstrap.servers": "127.0.0.1:1"}),
+                            GroupSelection(("g",)), TopicSelection())
+    service = make_service(ExporterConfig(clusters=(cluster,), http_port=0))
+    try:  # no Kafka contact before the first sample, no HTTP before run()
+        assert service.endpoint is not None
+        outbox = service.watch.outbox
+        outbox.memory_max_bytes = 1  # keeps only the newest batch in memory
+        for n in range(3):  # never delivered: the delivery thread is not running
+            outbox.put([Document(f"d{n}", {"lag_total": n})])
+        assert outbox.dropped > 0
+        for observe in service.watch.sample_observers:
+            observe(sample(group("g", part("t", 0, 1, 2), cluster="c")))
+        s = series(service.endpoint.metrics)
+        assert s[("lag_exporter_outbox_dropped_total", frozenset())] == outbox.dropped
+        assert s[("lag_exporter_outbox_queued", frozenset())] == len(outbox)
+    finally:
+        service.watch.fleet.close()
+        service.watch.outbox.close()
