@@ -127,10 +127,10 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def child(spool_dir: Path, drain: int, spawned_at: float) -> None:
+def child(spool_dir: Path, drain: int, spawned_at: float, max_bytes: int) -> None:
     """The fresh process: open, drain, check the order, report as one JSON line."""
     opening = time.monotonic()
-    outbox = Outbox(spool_dir, max_bytes=1 << 40)
+    outbox = Outbox(spool_dir, max_bytes=max_bytes)
     opened = time.monotonic() - opening
     ready_s = time.time() - spawned_at  # interpreter start, imports and open
     queued, queued_bytes = len(outbox), outbox.queued_bytes
@@ -159,6 +159,7 @@ def child(spool_dir: Path, drain: int, spawned_at: float) -> None:
     close_s = time.monotonic() - closing
     print(json.dumps({
         "open_s": opened, "ready_s": ready_s, "first_batch_s": first_batch_s, "queued": queued,
+        "dropped": outbox.dropped,
         "queued_bytes": queued_bytes, "drained": to_drain, "drain_s": drained_s, "left": left,
         "slowest_delivered_s": slowest_delivered_s, "last_delivered_s": last_delivered_s,
         "close_s": close_s,
@@ -171,11 +172,14 @@ def main() -> None:
     parser.add_argument("--gigabytes", type=float, default=2.2)
     parser.add_argument("--drain", type=int, default=2000, help="batches to drain; 0: all")
     parser.add_argument("--keep", action="store_true", help="keep the spool afterwards")
+    parser.add_argument("--max-bytes", type=int, default=1 << 40,
+                        help="the restarted outbox's bound (default 1 TiB: keep everything; "
+                        "smaller: measure dropping the excess at the open)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spawned-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.dir, args.drain, args.spawned_at)
+        child(args.dir, args.drain, args.spawned_at, args.max_bytes)
         return
     free = shutil.disk_usage(args.dir.parent).free
     if free < 2 * args.gigabytes * 1e9:
@@ -192,7 +196,7 @@ def main() -> None:
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, __file__, "--child", "--dir", str(args.dir), "--drain",
-             str(args.drain), "--spawned-at", str(time.time())],
+             str(args.drain), "--spawned-at", str(time.time()), "--max-bytes", str(args.max_bytes)],
             capture_output=True, text=True, check=False)
         process_s = time.monotonic() - started
         if result.returncode != 0:
@@ -201,7 +205,8 @@ def main() -> None:
         print(f"restart: Outbox open {numbers['open_s']:.2f} s, process ready "
               f"{numbers['ready_s']:.2f} s after spawn; first batch "
               f"{numbers['first_batch_s']:.2f} s after the open started; "
-              f"{numbers['queued']} batches ({numbers['queued_bytes'] / 1e9:.2f} GB) queued")
+              f"{numbers['queued']} batches ({numbers['queued_bytes'] / 1e9:.2f} GB) queued, "
+              f"{numbers['dropped']} dropped at the open")
         print(f"RSS: {numbers['rss_after_open_mb']:.0f} MB after the open, peak "
               f"{numbers['peak_rss_mb']:.0f} MB (VmHWM of the restarted process)")
         print(f"drain: {numbers['drained']} batches in order in {numbers['drain_s']:.1f} s "
@@ -212,7 +217,7 @@ def main() -> None:
               f" the last one (the file given back) {numbers['last_delivered_s'] * 1000:.0f} ms; "
               f"close {numbers['close_s'] * 1000:.0f} ms")
         print("reproduce: .venv/bin/python benchmarks/spool_restart.py "
-              f"--gigabytes {args.gigabytes} --drain {args.drain}")
+              f"--gigabytes {args.gigabytes} --drain {args.drain} --max-bytes {args.max_bytes}")
     finally:
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)

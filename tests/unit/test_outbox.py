@@ -520,3 +520,6 @@ def test_the_file_shrinks_once_a_backlog_is_delivered(
     outbox.put(docs(100))
     outbox.close()
     assert spooled(tmp_path) == [100]
+    (tmp_path / outbox_module.DISCARDED_FILE).write_text("")  # the process stopped before ...
+    Outbox(tmp_path).close()  # ... it was removed: the next start removes it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", SPOOL_FILE]
