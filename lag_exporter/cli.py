@@ -6,6 +6,7 @@ error, 130 interrupted. Errors are one line on stderr; --debug adds the tracebac
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -17,23 +18,31 @@ import click
 
 from lag_exporter import __version__, app
 from lag_exporter.config import (
+    DEFAULT_MEMORY_MAX_MB,
+    DEFAULT_SPOOL_MAX_MB,
     ES_API_KEY_ENV,
     ES_PASSWORD_ENV,
+    MEGABYTES,
+    SUMMARY_INTERVAL,
     ClusterConfig,
     ExporterConfig,
     check_interval,
+    check_names,
+    check_number,
+    check_timeout,
     default_spool_dir,
     elasticsearch_settings,
     kafka_settings,
     load_config,
+    megabytes_to_bytes,
 )
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import ConfigError, LagExporterError
 from lag_exporter.logs import configure_logging
 from lag_exporter.plan import describe_plan
-from lag_exporter.report import format_table
+from lag_exporter.report import format_table, format_tsv
 from lag_exporter.selection import GroupSelection, TopicSelection
-from lag_exporter.service import stop_on_signals
+from lag_exporter.service import Signals
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV = "LAG_EXPORTER_"
@@ -75,6 +84,39 @@ def option(name: str, *decls: str, **settings: Any) -> Callable[[F], F]:
     return click.option(name, *decls, envvar=env, show_envvar=False, **settings)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+def global_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--log-level, --log-format and --debug after the subcommand too, as users type them
+    (`lag-exporter snapshot --debug ...`); there they win over the same option before it."""
+
+    @functools.wraps(command)
+    def run(*args: Any, log_level: str | None, log_format: str | None, debug: bool,
+            **kwargs: Any) -> None:
+        if debug:
+            _Cli.debug = True
+        if log_level or log_format:
+            before = click.get_current_context().find_root().params
+            configure_logging(log_level or before["log_level"],
+                              log_format or before["log_format"])
+        command(*args, **kwargs)
+
+    # No environment variables here: LAG_EXPORTER_LOG_LEVEL is read once, by the group.
+    options = [
+        click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                     help="Log level [default: info] (also before the subcommand)."),
+        click.option("--log-format", type=click.Choice(LOG_FORMATS),
+                     help="Log lines as text or JSON [default: text]."),
+        click.option("--debug", is_flag=True, help="Show tracebacks on errors."),
+    ]
+    decorated: Callable[..., None] = run
+    for decorate in reversed(options):
+        decorated = decorate(decorated)
+    return decorated
+
+
 def source_options(command: F) -> F:
     options = [
         option("--config", metavar="PATH", help="TOML config file: clusters, groups, "
@@ -84,12 +126,14 @@ def source_options(command: F) -> F:
         option("--command-config", metavar="PATH",
                help="Java client properties file, as given to kafka-consumer-groups or "
                     "MirrorMaker's consumer.properties (SASL, SSL, ...)."),
-        option("--cluster-name", help="Name of the cluster in the documents [default: default]."),
+        option("--cluster-name", help="Name of the cluster in the documents and metrics "
+               "[default: the bootstrap servers as given, e.g. kafka1:9092,kafka2:9092]."),
         option("--group", "groups", multiple=True, help="Consumer group to sample (repeatable)."),
         option("--topic", "topics", multiple=True,
                help="Only these topics; also reports their partitions with no commit."),
         option("--timeout", "timeout_s", type=float,
-               help="Seconds to wait for Kafka and Elasticsearch before giving up [default: 10]."),
+               help="Seconds to wait for Kafka and Elasticsearch before giving up, 0.01 to 300 "
+                    "[default: 10]."),
         option("--es-url", "es_urls", multiple=True, metavar="URL",
                help="Elasticsearch node URL (repeatable, or space/comma-separated)."),
         option("--es-index", help="Index for the documents [default: consumer_lag]."),
@@ -117,10 +161,14 @@ def resolve_config(params: dict[str, Any]) -> ExporterConfig:
     else:
         if not params["groups"]:
             raise ConfigError("give --group (repeatable) or --config")
-        name = params["cluster_name"] or "default"
-        kafka = kafka_settings(params["bootstrap_server"], params["command_config"], name)
-        cluster = ClusterConfig(name, kafka, GroupSelection(names=tuple(params["groups"])),
-                                TopicSelection(names=tuple(params["topics"])))
+        groups = check_names("--group", tuple(params["groups"]))
+        topics = check_names("--topic", tuple(params["topics"]))
+        # Unnamed, a cluster is called by its bootstrap servers: two exporters of different
+        # clusters writing one index stay apart (a fixed "default" made them indistinguishable).
+        kafka = kafka_settings(params["bootstrap_server"], params["command_config"],
+                               params["cluster_name"])
+        cluster = ClusterConfig(kafka.cluster, kafka, GroupSelection(names=groups),
+                                TopicSelection(names=topics))
         config = ExporterConfig(clusters=(cluster,))
     return apply_flags(config, params)
 
@@ -130,7 +178,13 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
     if params.get("interval_s") is not None:
         overrides["interval_s"] = check_interval(params["interval_s"])
     if params.get("timeout_s") is not None:
-        overrides["timeout_s"] = params["timeout_s"]
+        overrides["timeout_s"] = check_timeout(params["timeout_s"])
+    if params.get("spool_max_mb") is not None:
+        overrides["spool_max_bytes"] = megabytes_to_bytes(
+            check_number("--spool-max-mb", params["spool_max_mb"], MEGABYTES))
+    if params.get("memory_max_mb") is not None:
+        overrides["memory_max_bytes"] = megabytes_to_bytes(
+            check_number("--memory-max-mb", params["memory_max_mb"], MEGABYTES))
     if params.get("spool_dir"):
         overrides["spool_dir"] = Path(params["spool_dir"])
     if params.get("http_port") is not None:
@@ -152,8 +206,8 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @option("--log-level", default="info", show_default=True,
-        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+        type=click.Choice(LOG_LEVELS, case_sensitive=False))
+@option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS))
 @option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(__version__, prog_name="lag-exporter")
 def cli(log_level: str, log_format: str, debug: bool) -> None:
@@ -161,6 +215,7 @@ def cli(log_level: str, log_format: str, debug: bool) -> None:
 
     Data path: Kafka -> committed offsets and high watermarks -> lag -> documents -> sink.
     Every option can also be set as LAG_EXPORTER_<OPTION> (e.g. LAG_EXPORTER_BOOTSTRAP_SERVER).
+    --log-level, --log-format and --debug may also follow the subcommand.
     """
     _Cli.debug = debug
     configure_logging(log_level, log_format)
@@ -168,8 +223,11 @@ def cli(log_level: str, log_format: str, debug: bool) -> None:
 
 @cli.command()
 @source_options
-@option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-        show_default=True)
+@option("--format", "output_format", type=click.Choice(["table", "tsv", "json"]),
+        default="table", show_default=True,
+        help="table: aligned columns; tsv: the same, tab-separated (cut -f 6 is LAG); "
+             "json: the documents.")
+@global_options
 def snapshot(output_format: str, **params: Any) -> None:
     """Take one sample, print it, and write it to Elasticsearch if one is configured."""
     config = resolve_config(params)
@@ -177,11 +235,13 @@ def snapshot(output_format: str, **params: Any) -> None:
     for group_lag in sample.groups:
         if group_lag.error:
             click.echo(f"lag-exporter: group {group_lag.group}: {group_lag.error}", err=True)
+    for warning in sample.warnings:  # e.g. a commit past the high watermark, as watch logs it
+        click.echo(f"lag-exporter: warning: {warning}", err=True)
     if output_format == "json":
         for document in sample_documents(sample, with_nulls=True):
             click.echo(json.dumps(document.source))
     else:
-        click.echo(format_table(sample))
+        click.echo(format_tsv(sample) if output_format == "tsv" else format_table(sample))
     if config.elasticsearch is not None:
         report = app.write_once(config.elasticsearch, sample)
         click.echo(f"wrote {report.stored} document(s) to {config.elasticsearch.index}",
@@ -195,22 +255,32 @@ def snapshot(output_format: str, **params: Any) -> None:
         help="Seconds between one-line lag summaries.")
 @option("--spool-dir", metavar="PATH", help="Where undelivered samples wait on disk "
         "[default: $XDG_STATE_HOME/lag-exporter/spool/<index>].")
+@option("--spool-max-mb", type=float, metavar="MIB", help="Disk bound of the spool; past it "
+        f"the oldest samples are dropped [default: {DEFAULT_SPOOL_MAX_MB}].")
+@option("--memory-max-mb", type=float, metavar="MIB", help="Memory bound of the queue without "
+        f"a spool (documents printed to stdout) [default: {DEFAULT_MEMORY_MAX_MB}].")
 @option("--http-port", type=click.IntRange(0, 65535),
         help="Serve /metrics (Prometheus) and /healthz on this port.")
 @option("--http-host", help="Address for --http-port [default: 0.0.0.0].")
+@global_options
 def watch(summary_s: float, **params: Any) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print
     JSON lines when none is configured. SIGHUP reloads --config."""
-    config = resolve_config(params)
-    reload = (lambda: apply_flags(load_config(params["config"]), params)) if params["config"] \
-        else None
-    service = app.make_service(config, summary_s, reload)
-    with stop_on_signals(service.watch):
+    # First of all: a signal during start-up (spool restore, first Elasticsearch contact) must
+    # not kill the process; it is handed to the watch once that exists.
+    with Signals() as signals:
+        check_number("--summary-interval", summary_s, SUMMARY_INTERVAL)
+        config = resolve_config(params)
+        reload = (lambda: apply_flags(load_config(params["config"]), params)) \
+            if params["config"] else None
+        service = app.make_service(config, summary_s, reload)
+        signals.attach(service.watch)
         service.run()
 
 
 @cli.command("check-config")
 @source_options
+@global_options
 def check_config(**params: Any) -> None:
     """Print the resolved plan (clusters, the groups that match now, topic and partition
     counts) without writing anything; exit 1 if a cluster cannot be reached."""

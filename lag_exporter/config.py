@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +22,70 @@ ES_API_KEY_ENV = "LAG_EXPORTER_ES_API_KEY"
 
 # Elasticsearch's own rules for index names.
 _INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
+
+MIB = 1024 * 1024
+DEFAULT_SPOOL_MAX_MB = 1024
+DEFAULT_MEMORY_MAX_MB = 64
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The valid range of a number setting, shared by its flag and its config key."""
+
+    minimum: float
+    maximum: float = math.inf
+    minimum_included: bool = False
+    unit: str = "seconds"
+
+    def describe(self) -> str:
+        low = (f"at least {self.minimum:g}" if self.minimum_included
+               else f"greater than {self.minimum:g}")
+        return low if self.maximum == math.inf else f"{low} and at most {self.maximum:g}"
+
+    def problem(self, value: object) -> str | None:
+        """None when `value` is a finite number in range, else what is wrong with it."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number of {self.unit}, got {_shown_value(value)}"
+        above = value >= self.minimum if self.minimum_included else value > self.minimum
+        finite = isinstance(value, int) or math.isfinite(value)  # no float(int): may overflow
+        if not (above and value <= self.maximum and finite):
+            return f"must be {self.describe()} {self.unit}, got {_shown_value(value)}"
+        return None
+
+
+INTERVAL = Bounds(0, 3600)
+# librdkafka accepts socket.timeout.ms from 10 to 300,000 only.
+TIMEOUT = Bounds(0.01, 300, minimum_included=True)
+DISCOVERY_INTERVAL = Bounds(0, 86400)
+SUMMARY_INTERVAL = Bounds(0)
+MEGABYTES = Bounds(0, 1024 * 1024, unit="MiB")  # up to 1 TiB
+
+
+def check_number(flag: str, value: float, bounds: Bounds) -> float:
+    """A number flag (--interval, --timeout, ...), checked against the same bounds as its key."""
+    problem = bounds.problem(value)
+    if problem:
+        raise ConfigError(f"{flag} {problem}")
+    return value
+
+
+def check_interval(interval_s: float) -> float:
+    return check_number("--interval", interval_s, INTERVAL)
+
+
+def check_timeout(timeout_s: float) -> float:
+    return check_number("--timeout", timeout_s, TIMEOUT)
+
+
+def megabytes_to_bytes(megabytes: float) -> int:
+    return max(1, int(megabytes * MIB))
+
+
+def check_names(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Group and topic names from flags: Kafka has no empty names (and the client raises)."""
+    if any(not name for name in names):
+        raise ConfigError(f"{flag} must not be empty")
+    return names
 
 
 @dataclass(frozen=True)
@@ -49,24 +115,21 @@ class KafkaSettings:
 
 
 def kafka_settings(
-    bootstrap_server: str | None, command_config: str | None, cluster: str = "default"
+    bootstrap_server: str | None, command_config: str | None, cluster: str | None = None
 ) -> KafkaSettings:
+    """cluster: the name in the documents; by default the bootstrap servers as given, which
+    tells clusters apart without asking Kafka anything first."""
     client_settings: dict[str, str] = {}
     warnings: list[str] = []
     if command_config:
         client_settings, warnings = load_command_config(command_config)
     if bootstrap_server:
         client_settings["bootstrap.servers"] = bootstrap_server
-    if not client_settings.get("bootstrap.servers"):
+    bootstrap = client_settings.get("bootstrap.servers")
+    if not bootstrap:
         raise ConfigError("no Kafka cluster given: pass --bootstrap-server (or set "
                           "bootstrap.servers in the --command-config file)")
-    return KafkaSettings(cluster, client_settings, tuple(warnings))
-
-
-def check_interval(interval_s: float) -> float:
-    if not interval_s > 0:
-        raise ConfigError(f"--interval must be greater than 0 seconds, got {interval_s:g}")
-    return interval_s
+    return KafkaSettings(cluster or bootstrap, client_settings, tuple(warnings))
 
 
 def check_index_name(index: str) -> str:
@@ -160,14 +223,41 @@ class ExporterConfig:
     spool_dir: Path | None = None
     http_host: str = "0.0.0.0"
     http_port: int | None = None
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_MB * MIB
+    """Disk bound of the outbox's spool."""
+    memory_max_bytes: int = DEFAULT_MEMORY_MAX_MB * MIB
+    """Memory bound of the outbox when it has no spool."""
 
 
-TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "http_host", "http_port",
-            "elasticsearch", "cluster"}
+TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "spool_max_mb",
+            "memory_max_mb", "http_host", "http_port", "elasticsearch", "cluster"}
 ES_KEYS = {"urls", "index", "username", "password", "password_file", "api_key", "api_key_file",
            "ca_file"}
 CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups",
                 "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics"}
+
+
+def _toml_type(value: object) -> str:
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+        (list, "an array"), (dict, "a table"), ((datetime, date, time), "a date/time")]
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _shown_value(value: object) -> str:
+    """A value in a message: short scalars as they are, anything else by its TOML type."""
+    if isinstance(value, float) and math.isfinite(value) and float(f"{value:g}") == value:
+        return f"{value:g}"  # 0, not 0.0 (flags are floats)
+    if isinstance(value, bool | int | float | str):
+        text = repr(value)
+        if len(text) <= 40:
+            return text
+    return _toml_type(value)
+
+
+def _one_line(text: str) -> str:
+    """Keys and values come from the file: escape anything that would break the line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class _Problems:
@@ -178,7 +268,7 @@ class _Problems:
         self.lines: list[str] = []
 
     def add(self, key: str, problem: str) -> None:
-        self.lines.append(f"{self.source}: {key}: {problem}")
+        self.lines.append(_one_line(f"{self.source}: {key}: {problem}"))
 
     def unknown_keys(self, table: dict[str, Any], known: set[str], where: str) -> None:
         for key in sorted(set(table) - known):
@@ -189,13 +279,43 @@ class _Problems:
             raise ConfigError("; ".join(self.lines))
 
 
-def _number(table: dict[str, Any], key: str, default: float, problems: _Problems,
-            where: str = "") -> float:
+def _number(table: dict[str, Any], key: str, default: float, bounds: Bounds,
+            problems: _Problems) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        problems.add(f"{where}{key}", f"must be a number greater than 0, got {value!r}")
+    problem = bounds.problem(value)
+    if problem:
+        problems.add(key, problem)
         return default
     return float(value)
+
+
+def _string(table: dict[str, Any], key: str, problems: _Problems, where: str,
+            secret: bool = False) -> str | None:
+    """An optional non-empty string; a secret's value is never shown."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        got = "" if secret else f", got {_shown_value(value)}"
+        problems.add(f"{where}{key}", f"must be a non-empty string{got}")
+        return None
+    return value
+
+
+def _path(table: dict[str, Any], key: str, base: Path, problems: _Problems, where: str,
+          must_be_file: bool = False) -> Path | None:
+    """A path relative to the config file's directory."""
+    text = _string(table, key, problems, where)
+    if text is None:
+        return None
+    if "\0" in text:
+        problems.add(f"{where}{key}", "a path cannot contain a NUL character")
+        return None
+    path = base / text
+    if must_be_file and not path.is_file():
+        problems.add(f"{where}{key}", f"no such file: {path}")
+        return None
+    return path
 
 
 def _strings(table: dict[str, Any], key: str, problems: _Problems, where: str) -> tuple[str, ...]:
@@ -203,7 +323,10 @@ def _strings(table: dict[str, Any], key: str, problems: _Problems, where: str) -
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.add(f"{where}{key}", "must be a list of strings")
+        problems.add(f"{where}{key}", f"must be a list of strings, got {_shown_value(value)}")
+        return ()
+    if not all(value):
+        problems.add(f"{where}{key}", "must not contain an empty string")
         return ()
     return tuple(value)
 
@@ -214,84 +337,112 @@ def _regexes(table: dict[str, Any], key: str, problems: _Problems, where: str
     for n, text in enumerate(_strings(table, key, problems, where)):
         try:
             compiled.append(re.compile(text))
-        except re.error as error:
+        except (re.error, OverflowError, RecursionError) as error:
             problems.add(f"{where}{key}[{n}]", f"invalid regex {text!r}: {error}")
     return tuple(compiled)
 
 
 def _secret(table: dict[str, Any], key: str, base: Path, problems: _Problems) -> str | None:
     """`key` inline or `key_file` (a path, relative to the config file); never echoed."""
-    if table.get(f"{key}_file"):
-        path = base / str(table[f"{key}_file"])
-        try:
-            return path.read_text().strip()
-        except OSError as error:
-            problems.add(f"elasticsearch.{key}_file", f"cannot read {path}: {error.strerror}")
-            return None
-    value = table.get(key)
-    if value is not None and not isinstance(value, str):
-        problems.add(f"elasticsearch.{key}", "must be a string")
-        return None
-    return value
+    inline = _string(table, key, problems, "elasticsearch.", secret=True)
+    path = _path(table, f"{key}_file", base, problems, "elasticsearch.", must_be_file=True)
+    if path is None:
+        return inline
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        problems.add(f"elasticsearch.{key}_file", f"cannot read {path}: {error.strerror}")
+    except UnicodeDecodeError:
+        problems.add(f"elasticsearch.{key}_file", f"cannot read {path}: not UTF-8 text")
+    return None
 
 
 def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems: _Problems
                    ) -> ElasticsearchSettings | None:
     problems.unknown_keys(table, ES_KEYS, "elasticsearch.")
     urls = _strings(table, "urls", problems, "elasticsearch.")
-    if not urls:
+    index = _string(table, "index", problems, "elasticsearch.") or "consumer_lag"
+    username = _string(table, "username", problems, "elasticsearch.")
+    ca_file = _path(table, "ca_file", base, problems, "elasticsearch.", must_be_file=True)
+    # Checked even when the environment overrides them: a wrong file is wrong either way.
+    password = _secret(table, "password", base, problems)
+    api_key = _secret(table, "api_key", base, problems)
+    if table.get("urls") in (None, []):
         problems.add("elasticsearch.urls", "give at least one URL, or leave out [elasticsearch]")
+    for checked_key, check, values in (("urls", check_es_url, urls),
+                                       ("index", check_index_name, (index,))):
+        for value in values:
+            try:
+                check(value)
+            except ConfigError as error:
+                problems.add(f"elasticsearch.{checked_key}", str(error))
+    if not urls:
         return None
-    index = str(table.get("index", "consumer_lag"))
-    try:
-        for url in urls:
-            check_es_url(url)
-        check_index_name(index)
-    except ConfigError as error:
-        problems.add("elasticsearch", str(error))
-        return None
-    ca_file = table.get("ca_file")
     return ElasticsearchSettings(
-        urls=urls, index=index, username=table.get("username"),
-        password=os.environ.get(ES_PASSWORD_ENV) or _secret(table, "password", base, problems),
-        api_key=os.environ.get(ES_API_KEY_ENV) or _secret(table, "api_key", base, problems),
-        ca_file=str(base / ca_file) if ca_file else None, timeout_s=timeout_s)
+        urls=urls, index=index, username=username,
+        password=os.environ.get(ES_PASSWORD_ENV) or password,
+        api_key=os.environ.get(ES_API_KEY_ENV) or api_key,
+        ca_file=str(ca_file) if ca_file else None, timeout_s=timeout_s)
 
 
-def _cluster(table: dict[str, Any], n: int, base: Path, problems: _Problems
-             ) -> ClusterConfig | None:
+def _client_properties(table: dict[str, Any], problems: _Problems, where: str
+                       ) -> dict[str, str] | None:
+    """The inline `client` table: Java client properties, so scalar values only."""
+    inline = table.get("client", {})
+    if not isinstance(inline, dict):
+        problems.add(f"{where}client", "must be a table of Java client properties, got "
+                     f"{_toml_type(inline)}")
+        return None
+    properties: dict[str, str] = {}
+    for key, value in inline.items():
+        if isinstance(value, bool):
+            properties[key] = "true" if value else "false"  # as Java writes them
+        elif isinstance(value, str | int | float):
+            properties[key] = str(value)
+        else:  # the value may be a secret: only its type is shown
+            problems.add(f"{where}client.{key}", "must be a string, number or boolean, got "
+                         f"{_toml_type(value)}")
+    return properties if len(properties) == len(inline) else None
+
+
+def _cluster(table: object, n: int, base: Path, problems: _Problems) -> ClusterConfig | None:
+    if not isinstance(table, dict):
+        problems.add(f"cluster[{n}]", "must be a table: write one [[cluster]] section per "
+                     f"cluster, got {_shown_value(table)}")
+        return None
     name = table.get("name")
     if not isinstance(name, str) or not name:
         problems.unknown_keys(table, CLUSTER_KEYS, f"cluster[{n}].")
-        problems.add(f"cluster[{n}].name", "every [[cluster]] needs a name (it goes into "
-                     "documents)")
+        problems.add(f"cluster[{n}].name", "every [[cluster]] needs a name, a non-empty string "
+                     "(it goes into documents)")
         return None
     where = f"cluster[{name}]."
     problems.unknown_keys(table, CLUSTER_KEYS, where)
     client: dict[str, str] = {}
     warnings: list[str] = []
-    try:
-        if table.get("command_config"):
-            client, warnings = load_command_config(base / str(table["command_config"]))
-        inline = table.get("client", {})
-        if not isinstance(inline, dict):
-            raise ConfigError(f"{where}client must be a table of Java client properties")
-        if inline:
-            extra, more = to_librdkafka({k: str(v) for k, v in inline.items()},
-                                        f"{problems.source} {where}client")
+    command_config = _path(table, "command_config", base, problems, where, must_be_file=True)
+    if command_config is not None:
+        try:
+            client, warnings = load_command_config(command_config)
+        except ConfigError as error:
+            problems.add(f"{where}command_config", str(error))
+    inline = _client_properties(table, problems, where)
+    if inline:
+        try:
+            extra, more = to_librdkafka(inline, f"{problems.source} {where}client")
             client.update(extra)
             warnings += more
-    except ConfigError as error:
-        problems.add(f"{where}command_config", str(error))
-        return None
-    if table.get("bootstrap_servers"):
-        client["bootstrap.servers"] = str(table["bootstrap_servers"])
-    if not client.get("bootstrap.servers"):
+        except ConfigError as error:
+            problems.add(f"{where}client", str(error))
+    bootstrap = _string(table, "bootstrap_servers", problems, where)
+    if bootstrap:
+        client["bootstrap.servers"] = bootstrap
+    if not client.get("bootstrap.servers") and "bootstrap_servers" not in table:
         problems.add(f"{where}bootstrap_servers", "missing (or set it in command_config)")
     groups = GroupSelection(_strings(table, "groups", problems, where),
                             _regexes(table, "group_patterns", problems, where),
                             _regexes(table, "exclude_groups", problems, where))
-    if not groups.names and not table.get("group_patterns"):
+    if not table.get("groups") and not table.get("group_patterns"):
         problems.add(f"{where}groups", "give groups and/or group_patterns")
     topics = TopicSelection(_strings(table, "topics", problems, where),
                             _regexes(table, "topic_patterns", problems, where),
@@ -299,39 +450,62 @@ def _cluster(table: dict[str, Any], n: int, base: Path, problems: _Problems
     return ClusterConfig(name, KafkaSettings(name, client, tuple(warnings)), groups, topics)
 
 
+def _clusters(document: dict[str, Any], base: Path, problems: _Problems) -> list[ClusterConfig]:
+    tables = document.get("cluster", [])
+    if isinstance(tables, dict):
+        problems.add("cluster", "write [[cluster]] (an array of tables), not [cluster]")
+        return []
+    if not isinstance(tables, list) or not tables:
+        problems.add("cluster", "describe at least one [[cluster]]")
+        return []
+    clusters = [c for n, t in enumerate(tables) if (c := _cluster(t, n, base, problems))]
+    names = [c.name for c in clusters]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.add(f"cluster[{name}].name", "used twice")
+    return clusters
+
+
 def load_config(path: str | Path) -> ExporterConfig:
-    """Parse and validate a TOML config file; every problem of the file in one ConfigError."""
+    """Parse and validate a TOML config file; every problem of the file in one ConfigError.
+    Every key is type-checked: nothing but a ConfigError comes out of a bad file."""
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text())
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text: {error.reason}") from error
+    except ValueError as error:  # TOMLDecodeError, or an integer too long to convert
+        raise ConfigError(_one_line(f"{path}: not valid TOML: {error}")) from error
     problems = _Problems(str(path))
     base = path.parent
     problems.unknown_keys(document, TOP_KEYS, "")
-    timeout_s = _number(document, "timeout", 10.0, problems)
+    timeout_s = _number(document, "timeout", 10.0, TIMEOUT, problems)
     es_table = document.get("elasticsearch")
-    elasticsearch = (_elasticsearch(es_table, base, timeout_s, problems)
-                     if isinstance(es_table, dict) else None)
-    cluster_tables = document.get("cluster", [])
-    if not isinstance(cluster_tables, list) or not cluster_tables:
-        problems.add("cluster", "describe at least one [[cluster]]")
-        cluster_tables = []
-    clusters = [c for n, t in enumerate(cluster_tables) if (c := _cluster(t, n, base, problems))]
-    names = [c.name for c in clusters]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.add(f"cluster[{name}].name", "used twice")
+    elasticsearch = None
+    if isinstance(es_table, dict):
+        elasticsearch = _elasticsearch(es_table, base, timeout_s, problems)
+    elif es_table is not None:
+        problems.add("elasticsearch", f"must be a table ([elasticsearch]), got "
+                     f"{_shown_value(es_table)}")
+    clusters = _clusters(document, base, problems)
     http_port = document.get("http_port")
-    if http_port is not None and (not isinstance(http_port, int) or not 0 <= http_port < 65536):
-        problems.add("http_port", f"must be a port number, got {http_port!r}")
-    spool = document.get("spool_dir")
+    if http_port is not None and (isinstance(http_port, bool) or not isinstance(http_port, int)
+                                  or not 0 <= http_port < 65536):
+        problems.add("http_port", f"must be a port number, got {_shown_value(http_port)}")
+        http_port = None
+    spool_dir = _path(document, "spool_dir", base, problems, "")
     config = ExporterConfig(
         clusters=tuple(clusters), elasticsearch=elasticsearch,
-        interval_s=_number(document, "interval", 1.0, problems), timeout_s=timeout_s,
-        discovery_interval_s=_number(document, "discovery_interval", 30.0, problems),
-        spool_dir=base / str(spool) if spool else None,
-        http_host=str(document.get("http_host", "0.0.0.0")), http_port=http_port)
+        interval_s=_number(document, "interval", 1.0, INTERVAL, problems), timeout_s=timeout_s,
+        discovery_interval_s=_number(document, "discovery_interval", 30.0, DISCOVERY_INTERVAL,
+                                     problems),
+        spool_dir=spool_dir, http_host=_string(document, "http_host", problems, "") or "0.0.0.0",
+        http_port=http_port,
+        spool_max_bytes=megabytes_to_bytes(_number(
+            document, "spool_max_mb", DEFAULT_SPOOL_MAX_MB, MEGABYTES, problems)),
+        memory_max_bytes=megabytes_to_bytes(_number(
+            document, "memory_max_mb", DEFAULT_MEMORY_MAX_MB, MEGABYTES, problems)))
     problems.raise_if_any()
     return config
+

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from lag_exporter.config import ClusterConfig, ExporterConfig
+from collections.abc import Sequence
+
+from lag_exporter.config import MIB, ClusterConfig, ExporterConfig
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.model import GroupOffsets
+from lag_exporter.selection import FULL_MATCH_NOTE
+
+LISTED = 20
+"""Names listed per line; past that, a count (500 discovered groups would be unreadable)."""
 
 
 def _patterns(label: str, patterns: tuple[object, ...]) -> str:
@@ -12,7 +19,14 @@ def _patterns(label: str, patterns: tuple[object, ...]) -> str:
     return f"{label} {', '.join(texts)}" if texts else ""
 
 
-def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str], bool]:
+def listed(names: Sequence[str]) -> str:
+    """The first LISTED names, then how many more."""
+    shown = ", ".join(names[:LISTED])
+    return shown if len(names) <= LISTED else f"{shown} and {len(names) - LISTED} more"
+
+
+def selection_lines(cluster: ClusterConfig) -> list[str]:
+    """What the cluster's config asks for (pure: nothing read from Kafka)."""
     settings = cluster.kafka.client_settings
     security = settings.get("security.protocol", "PLAINTEXT")
     mechanism = settings.get("sasl.mechanism")
@@ -27,7 +41,40 @@ def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str
         _patterns("topic patterns", cluster.topics.patterns),
         _patterns("excluding", cluster.topics.exclude)) if part) or "all topics"
     lines += [f"  selects {selection}", f"  reports {topics}"]
-    source = KafkaSource(cluster.name, settings, timeout_s)
+    if (cluster.groups.patterns or cluster.groups.exclude or cluster.topics.patterns
+            or cluster.topics.exclude):
+        lines.append(f"  ({FULL_MATCH_NOTE})")
+    return lines
+
+
+def matched_groups_line(cluster: ClusterConfig, groups: Sequence[str]) -> list[str]:
+    """The groups the patterns match now (names given exactly are listed with their state)."""
+    if not cluster.groups.patterns:
+        return []
+    found = [g for g in groups if g not in cluster.groups.names]
+    if not found:
+        return ["  group patterns match no group right now"]
+    return [f"  group patterns match {len(found)} group(s): {listed(found)}"]
+
+
+def group_line(cluster: ClusterConfig, group: str, answer: GroupOffsets) -> str:
+    """One group: the topics it has committed on that will be reported, and those left out."""
+    committed = sorted({tp.topic for tp in answer.committed_offsets})
+    if not committed:
+        return f"  group {group}: no commits (does it exist?)"
+    reported = [t for t in committed if cluster.topics.allows(t)]
+    partitions = sum(1 for tp in answer.committed_offsets if cluster.topics.allows(tp.topic))
+    line = (f"  group {group}: {len(reported)} topic(s), {partitions} partition(s) with commits"
+            f"{': ' + listed(reported) if reported else ''}")
+    left_out = len(committed) - len(reported)
+    if left_out:
+        line += f" ({left_out} other committed topic(s) not selected)"
+    return line
+
+
+def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str], bool]:
+    lines = selection_lines(cluster)
+    source = KafkaSource(cluster.name, cluster.kafka.client_settings, timeout_s)
     try:
         discovered: list[str] = []
         if cluster.groups.needs_discovery:
@@ -36,6 +83,7 @@ def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str
                 return [*lines, f"  UNREACHABLE: {found}"], False
             discovered = found
         groups = cluster.groups.select(discovered)
+        lines += matched_groups_line(cluster, groups)
         offsets = source.committed_offsets(groups)
         for group in groups:
             answer = offsets[group]
@@ -44,14 +92,7 @@ def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str
                 if all(isinstance(a, SourceError) for a in offsets.values()):
                     return lines, False
                 continue
-            partitions = [tp for tp in answer.committed_offsets
-                          if cluster.topics.allows(tp.topic)]
-            topic_count = len({tp.topic for tp in partitions})
-            state = "no commits (does it exist?)" if not answer.committed_offsets else \
-                f"{topic_count} topic(s), {len(partitions)} partition(s) with commits"
-            lines.append(f"  group {group}: {state}")
-        if not groups:
-            lines.append("  no group matches right now")
+            lines.append(group_line(cluster, group, answer))
         return lines, True
     finally:
         source.close()
@@ -68,7 +109,7 @@ def describe_plan(config: ExporterConfig) -> tuple[list[str], bool]:
         auth = ("API key" if es.api_key else f"basic auth as {es.username}" if es.username
                 else "no auth")
         lines.append(f"sink: Elasticsearch {', '.join(es.urls)} index {es.index} ({auth}), "
-                     f"spool {config.spool_dir}")
+                     f"spool {config.spool_dir} (at most {config.spool_max_bytes / MIB:g} MiB)")
     if config.http_port is not None:
         lines.append(f"http: /metrics and /healthz on {config.http_host}:{config.http_port}")
     reachable = True

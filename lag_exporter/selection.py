@@ -1,4 +1,8 @@
-"""Pure: which groups and topics of a cluster are watched (exact names, regexes, exclusions)."""
+"""Pure: which groups and topics of a cluster are watched (exact names, regexes, exclusions).
+
+A pattern must match the whole name, as Java's Pattern.matches (what Kafka's tools do with a
+regex): `mirror` is the group `mirror` only, `mirror-.*` every group starting with `mirror-`.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ class GroupSelection:
     def select(self, discovered: Iterable[str] = ()) -> list[str]:
         found = {
             group for group in discovered
-            if any(p.search(group) for p in self.patterns)
-            and not any(p.search(group) for p in self.exclude)
+            if any(p.fullmatch(group) for p in self.patterns)
+            and not any(p.fullmatch(group) for p in self.exclude)
         }
         return list(self.names) + sorted(found - set(self.names))
 
@@ -37,8 +41,10 @@ class TopicSelection:
     exclude: tuple[re.Pattern[str], ...] = field(default=())
 
     def allows(self, topic: str) -> bool:
-        if any(p.search(topic) for p in self.exclude):
+        if any(p.fullmatch(topic) for p in self.exclude):
             return False
         if not self.names and not self.patterns:
             return True
-        return topic in self.names or any(p.search(topic) for p in self.patterns)
+        return topic in self.names or any(p.fullmatch(topic) for p in self.patterns)
+
+FULL_MATCH_NOTE = "patterns match whole names, as Java's Pattern.matches"

@@ -98,6 +98,36 @@ CASES = [
          2, "is not writable"),
     Case("unknown option",
          lambda s, d, u: ["watch", "--intervall", "1"], 2, "No such option"),
+    Case("timeout 0",
+         lambda s, d, u: ["snapshot", *kafka(s), "--group", "g", "--timeout", "0"],
+         2, "--timeout must be at least 0.01 and at most 300 seconds, got 0"),
+    Case("timeout above librdkafka's 300 s",
+         lambda s, d, u: ["snapshot", *kafka(s), "--group", "g", "--timeout", "301"],
+         2, "--timeout must be at least 0.01 and at most 300 seconds, got 301"),
+    Case("watch with timeout 0",
+         lambda s, d, u: ["watch", *kafka(s), "--group", "g", "--timeout", "0"],
+         2, "--timeout must be at least 0.01"),
+    Case("timeout 0 in the config file",
+         lambda s, d, u: ["snapshot", "--config", write(d / "c.toml", 'timeout = 0\n'
+                          '[[cluster]]\nname = "a"\nbootstrap_servers = "x:1"\ngroups = ["g"]\n')],
+         2, "timeout: must be at least 0.01 and at most 300 seconds, got 0"),
+    Case("empty group name",
+         lambda s, d, u: ["snapshot", *kafka(s), "--group", ""], 2, "--group must not be empty"),
+    Case("empty group name in the config file",
+         lambda s, d, u: ["snapshot", "--config", write(d / "c.toml", '[[cluster]]\nname = "a"\n'
+                          'bootstrap_servers = "x:1"\ngroups = [""]\n')],
+         2, "cluster[a].groups: must not contain an empty string"),
+    Case("summary interval 0",
+         lambda s, d, u: ["watch", *kafka(s), "--group", "g", "--summary-interval", "0"],
+         2, "--summary-interval must be greater than 0 seconds, got 0"),
+    Case("[cluster] written as a list of names",
+         lambda s, d, u: ["check-config", "--config", write(d / "c.toml", 'cluster = ["dc1"]\n')],
+         2, "c.toml: cluster[0]: must be a table: write one [[cluster]] section per cluster"),
+    Case("wrongly typed config values",
+         lambda s, d, u: ["watch", "--config", write(d / "c.toml", 'http_port = true\n'
+                          '[elasticsearch]\nurls = ["http://127.0.0.1:1"]\nca_file = 5\n'
+                          '[[cluster]]\nname = "a"\nbootstrap_servers = "x:1"\ngroups = ["g"]\n')],
+         2, "ca_file: must be a non-empty string, got 5"),
 ]
 
 

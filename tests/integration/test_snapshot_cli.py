@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +140,80 @@ def test_bad_watch_options_exit_2_with_one_line(args: tuple[str, ...], message: 
     done = run_exporter("watch", "--bootstrap-server", "127.0.0.1:1", "--group", "g", *args)
     assert done.returncode == 2
     assert message in one_line_error(done)
+
+
+def test_a_commit_past_the_high_watermark_is_warned_as_watch_does(
+    stack: Stack, unique_name: str
+) -> None:
+    topic, group = f"past.{unique_name}", f"past-{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 1)
+    produce(stack.source_bootstrap, topic, {0: 5})
+    commit(stack.source_bootstrap, group, {(topic, 0): 100})
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", group)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"lag-exporter: warning: group {group}: committed offset 100 of {topic}/0 is beyond "
+        "the high watermark 5 (log truncated?); lag reported as 0"]
+    assert done.stdout.splitlines()[1].split() == [group, topic, "0", "100", "5", "0"]
+
+
+def test_tsv_format_makes_cut_f_6_the_lag_column(
+    stack: Stack, lagging_group: tuple[str, str]
+) -> None:
+    _, group = lagging_group
+    done = subprocess.run(
+        f"{sys.executable} -m lag_exporter snapshot --bootstrap-server "
+        f"{stack.source_bootstrap} --group {group} --format tsv | cut -f 6",
+        shell=True, capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.splitlines() == ["LAG", "0", "15"]
+
+
+def test_an_unnamed_cluster_is_called_by_its_bootstrap_servers(
+    stack: Stack, lagging_group: tuple[str, str]
+) -> None:
+    """Two single-cluster exporters writing one index must be told apart ('default' did not)."""
+    _, group = lagging_group
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", group, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(line)["cluster"] for line in done.stdout.splitlines()} == {
+        stack.source_bootstrap}
+    named = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                         "--group", group, "--format", "json", "--cluster-name", "dc1")
+    assert {json.loads(line)["cluster"] for line in named.stdout.splitlines()} == {"dc1"}
+
+
+def test_check_config_matches_whole_names_and_lists_what_matched(
+    stack: Stack, unique_name: str, tmp_path: Path
+) -> None:
+    u = unique_name
+    topic, other_topic = f"mirror.{u}", f"qa-mirror.{u}"
+    create_topic(stack.source_bootstrap, topic, 1)
+    create_topic(stack.source_bootstrap, other_topic, 1)
+    for group in (f"mirror-{u}", f"mirror-{u}-2", f"qa-mirror-{u}-tmp"):
+        commit(stack.source_bootstrap, group, {(topic, 0): 0, (other_topic, 0): 0})
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[cluster]]\nname = "src"\nbootstrap_servers = '
+                      f'"{stack.source_bootstrap}"\ngroup_patterns = ["mirror-{u}.*"]\n'
+                      f'topic_patterns = ["mirror\\\\..*"]\n')
+    done = run_exporter("check-config", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "  (patterns match whole names, as Java's Pattern.matches)" in lines
+    assert f"  group patterns match 2 group(s): mirror-{u}, mirror-{u}-2" in lines
+    assert (f"  group mirror-{u}: 1 topic(s), 1 partition(s) with commits: {topic} "
+            "(1 other committed topic(s) not selected)") in lines
+    assert f"qa-mirror-{u}-tmp" not in done.stdout
+
+
+def test_global_options_work_after_the_subcommand(stack: Stack) -> None:
+    debug = run_exporter("snapshot", "--bootstrap-server", "127.0.0.1:1", "--group", "g",
+                         "--timeout", "1", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr, debug.stderr
+    logged = run_exporter("snapshot", "--bootstrap-server", "127.0.0.1:1", "--group", "g",
+                          "--timeout", "1", "--log-level", "debug", "--log-format", "json")
+    assert logged.returncode == 1, logged.stderr
+    lines = logged.stderr.splitlines()
+    assert lines[-1].startswith("lag-exporter: error: no answer from Kafka")
+    assert lines[:-1] and all(json.loads(line)["level"] for line in lines[:-1]), lines

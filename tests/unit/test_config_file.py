@@ -1,8 +1,19 @@
+import copy
+import json
+import logging
+import math
+import tomllib
+from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lag_exporter.config import load_config
+from lag_exporter.cli import cli
+from lag_exporter.config import CLUSTER_KEYS, ES_KEYS, TOP_KEYS, load_config
 from lag_exporter.errors import ConfigError
 
 GOOD = """
@@ -21,10 +32,10 @@ password_file = "es-password"
 name = "dc1"
 command_config = "dc1.properties"
 groups = ["oasis-group"]
-group_patterns = ["^mirror-"]
-exclude_groups = ["-test$"]
-topic_patterns = ["^oasis\\\\."]
-exclude_topics = ["^__"]
+group_patterns = ["mirror-.*"]
+exclude_groups = [".*-test"]
+topic_patterns = ["oasis\\\\..*"]
+exclude_topics = ["__.*"]
 
 [[cluster]]
 name = "dc2"
@@ -85,7 +96,7 @@ groups = ["g"]
     message = str(caught.value)
     assert "\n" not in message
     assert f"{path}: intervall: unknown key" in message
-    assert f"{path}: interval: must be a number greater than 0, got 0" in message
+    assert f"{path}: interval: must be greater than 0 and at most 3600 seconds, got 0" in message
     assert f"{path}: cluster[dc1].group_patterns[0]: invalid regex '(unclosed'" in message
     assert f"{path}: cluster[1].name: every [[cluster]] needs a name" in message
 
@@ -130,3 +141,215 @@ def test_the_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LAG_EXPORTER_ES_PASSWORD", "x")
     config = load_config(example)
     assert [c.name for c in config.clusters] == ["dc1-orders", "dc1-payments", "dc2-events"]
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('cluster = ["dc1"]\n', "cluster[0]: must be a table"),
+    ('[cluster]\nname = "a"\n', "cluster: write [[cluster]]"),
+    ('elasticsearch = "http://es:9200"\n', "elasticsearch: must be a table"),
+    ('http_port = true\n', "http_port: must be a port number, got True"),
+    ('[elasticsearch]\nurls = ["http://es:9200"]\nca_file = 5\n',
+     "elasticsearch.ca_file: must be a non-empty string, got 5"),
+    ('[elasticsearch]\nurls = ["http://es:9200"]\npassword = 5\n',
+     "elasticsearch.password: must be a non-empty string"),
+    ('[elasticsearch]\nurls = ["http://es:9200"]\nindex = []\n',
+     "elasticsearch.index: must be a non-empty string, got an array"),
+    ('[elasticsearch]\nurls = ["http://es:9200"]\nusername = 1979-05-27\n',
+     "elasticsearch.username: must be a non-empty string, got a date/time"),
+    ('spool_dir = 1\n', "spool_dir: must be a non-empty string, got 1"),
+    ('http_host = ["a"]\n', "http_host: must be a non-empty string, got an array"),
+    ('interval = "1"\n', "interval: must be a number of seconds, got '1'"),
+    ('timeout = nan\n', "timeout: must be at least 0.01 and at most 300 seconds, got nan"),
+    ('discovery_interval = inf\n', "discovery_interval: must be greater than 0 and at most"),
+    ('spool_max_mb = 0\n', "spool_max_mb: must be greater than 0 and at most 1.04858e+06 MiB"),
+    ('memory_max_mb = true\n', "memory_max_mb: must be a number of MiB, got True"),
+])
+def test_a_wrongly_typed_value_is_a_config_error_naming_the_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """These were 'unexpected error' exits (and killed the service on SIGHUP)."""
+    cluster = '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\n'
+    path = write(tmp_path, text if text.startswith(("cluster", "[cluster]")) else
+                 text + ("\n" if text.startswith("[") else "") + cluster)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}: {key}" in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('name = "a"\nbootstrap_servers = 9092\ngroups = ["g"]\n',
+     "cluster[a].bootstrap_servers: must be a non-empty string, got 9092"),
+    ('name = 7\nbootstrap_servers = "k:1"\ngroups = ["g"]\n', "cluster[0].name: every"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = [""]\n',
+     "cluster[a].groups: must not contain an empty string"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = "g"\ntopics = [1]\n',
+     "cluster[a].topics: must be a list of strings, got an array"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\ncommand_config = ["x"]\n',
+     "cluster[a].command_config: must be a non-empty string, got an array"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\ncommand_config = "nope"\n',
+     "cluster[a].command_config: no such file"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\nclient = "x"\n',
+     "cluster[a].client: must be a table of Java client properties, got a string"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\n'
+     'client = {"sasl.jaas.config" = ["secret-77"]}\n',
+     "cluster[a].client.sasl.jaas.config: must be a string, number or boolean, got an array"),
+    ('name = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\n'
+     'client = {"security.protocol" = "NOPE"}\n', "cluster[a].client: "),
+])
+def test_a_wrongly_typed_cluster_value_names_the_cluster_and_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    path = write(tmp_path, "[[cluster]]\n" + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}: {key}" in str(caught.value)
+    assert "secret-77" not in str(caught.value)
+
+
+def test_inline_client_properties_take_numbers_and_booleans_as_java_writes_them(
+    tmp_path: Path
+) -> None:
+    path = write(tmp_path, '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\n'
+                           '[cluster.client]\n"request.timeout.ms" = 5000\n'
+                           '"client.id" = true\n')
+    (cluster,) = load_config(path).clusters
+    assert cluster.kafka.client_settings["socket.timeout.ms"] == "5000"
+    assert cluster.kafka.client_settings["client.id"] == "true"
+
+
+def test_outbox_bounds_come_in_mib(tmp_path: Path) -> None:
+    path = write(tmp_path, 'spool_max_mb = 2048\nmemory_max_mb = 0.5\n[[cluster]]\nname = "a"\n'
+                           'bootstrap_servers = "k:1"\ngroups = ["g"]\n')
+    config = load_config(path)
+    assert config.spool_max_bytes == 2048 * 1024 * 1024
+    assert config.memory_max_bytes == 512 * 1024
+    default = load_config(write(tmp_path, GOOD))
+    assert (default.spool_max_bytes, default.memory_max_bytes) == (1024 << 20, 64 << 20)
+
+
+def test_control_characters_from_the_file_stay_on_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '"a\\nb" = 1\n[[cluster]]\nname = "x\\ny"\nbootstrap_servers = "k:1"\n'
+                           'groups = ["g"]\nbad = 1\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "a\\nb: unknown key" in message and "cluster[x\\ny].bad: unknown key" in message
+
+
+# -- property: no value of any key gets past load_config as anything but a ConfigError ----------
+
+VALID: dict[str, Any] = {
+    "interval": 1, "timeout": 10, "discovery_interval": 30, "spool_dir": "spool",
+    "spool_max_mb": 100, "memory_max_mb": 10, "http_host": "127.0.0.1", "http_port": 9308,
+    "elasticsearch": {
+        "urls": ["http://es:9200"], "index": "consumer_lag", "username": "u", "password": "p",
+        "password_file": "es-password", "api_key": "k", "api_key_file": "es-password",
+        "ca_file": "ca.pem"},
+    "cluster": [{
+        "name": "dc1", "bootstrap_servers": "k:9092", "command_config": "dc1.properties",
+        "client": {"client.id": "x"}, "groups": ["g"], "group_patterns": ["m-.*"],
+        "exclude_groups": ["t"], "topics": ["o"], "topic_patterns": ["o.*"],
+        "exclude_topics": ["__.*"]}],
+}
+EVERY_KEY = ([("", key) for key in sorted(TOP_KEYS)]
+             + [("elasticsearch", key) for key in sorted(ES_KEYS)]
+             + [("cluster", key) for key in sorted(CLUSTER_KEYS)])
+assert {key for table, key in EVERY_KEY if table == ""} == set(VALID)
+
+ABSENT = object()
+_scalars = st.one_of(
+    st.text(max_size=12), st.sampled_from(["", ".", "/", "dc1.properties", "http://es:9200",
+                                           "(", "a{99999999999}", "\0", "x\ny"]),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from([0, -1, 301, 65536]),
+    st.floats(), st.booleans(), st.datetimes(), st.datetimes(timezones=st.just(UTC)),
+    st.dates(), st.times())
+toml_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+def toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def toml_value(value: object) -> str:
+    """TOML for any value tomllib can return (inline tables and arrays, on one line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def toml_document(document: dict[str, Any]) -> str:
+    return "".join(f"{toml_string(key)} = {toml_value(value)}\n"
+                   for key, value in document.items())
+
+
+@pytest.fixture(scope="module")
+def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("property")
+    write(directory, "")
+    (directory / "ca.pem").write_text("not checked here\n")
+    return directory
+
+
+def run_cli(*args: str) -> Result:
+    """The real command in-process; the logging it sets up on the runner's stderr is undone."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(cli, list(args))
+    finally:
+        root.handlers[:], root.level = handlers, level
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(where=st.sampled_from(EVERY_KEY), value=st.one_of(st.just(ABSENT), toml_values))
+def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
+    config_dir: Path, where: tuple[str, str], value: object
+) -> None:
+    table_name, key = where
+    document = copy.deepcopy(VALID)
+    table = (document if not table_name else document["elasticsearch"]
+             if table_name == "elasticsearch" else document["cluster"][0])
+    if value is ABSENT:
+        del table[key]
+    else:
+        table[key] = value
+    text = toml_document(document)
+    assert toml_document(tomllib.loads(text)) == text  # the test's TOML is right (nan != nan)
+    path = config_dir / "lag-exporter.toml"
+    path.write_text(text)
+    try:
+        load_config(path)
+    except ConfigError as error:
+        message = str(error)
+        label = {"": key, "elasticsearch": f"elasticsearch.{key}"}.get(table_name, f"].{key}")
+        if table_name == "cluster" and key == "name":
+            label = "cluster["
+        assert f"{path}: " in message and label in message, message
+        assert len(message.splitlines()) == 1, message
+        # and through the command: exit 2, that one line, no traceback
+        done = run_cli("check-config", "--config", str(path))
+        assert done.exit_code == 2, done.output
+        assert done.stderr == f"lag-exporter: error: {message}\n"
+
+
+def test_a_wrongly_typed_value_through_the_command_is_exit_2_and_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'cluster = ["dc1"]\nhttp_port = true\n')
+    done = run_cli("snapshot", "--config", str(path))
+    assert done.exit_code == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"{path}: cluster[0]: must be a table" in done.stderr
+    assert f"{path}: http_port: must be a port number, got True" in done.stderr
