@@ -257,8 +257,9 @@ def snapshot(output_format: str, **params: Any) -> None:
         "[default: $XDG_STATE_HOME/lag-exporter/spool/<index>].")
 @option("--spool-max-mb", type=float, metavar="MIB", help="Disk bound of the spool; past it "
         f"the oldest samples are dropped [default: {DEFAULT_SPOOL_MAX_MB}].")
-@option("--memory-max-mb", type=float, metavar="MIB", help="Memory bound of the queue without "
-        f"a spool (documents printed to stdout) [default: {DEFAULT_MEMORY_MAX_MB}].")
+@option("--memory-max-mb", type=float, metavar="MIB", help="Memory bound of the queue: all of "
+        "it without a spool, the samples not yet on disk with one "
+        f"[default: {DEFAULT_MEMORY_MAX_MB}].")
 @option("--http-port", type=click.IntRange(0, 65535),
         help="Serve /metrics (Prometheus) and /healthz on this port.")
 @option("--http-host", help="Address for --http-port [default: 0.0.0.0].")

@@ -226,7 +226,7 @@ class ExporterConfig:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_MB * MIB
     """Disk bound of the outbox's spool."""
     memory_max_bytes: int = DEFAULT_MEMORY_MAX_MB * MIB
-    """Memory bound of the outbox when it has no spool."""
+    """Memory bound of the outbox: all of it without a spool, what is not yet on disk with one."""
 
 
 TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "spool_max_mb",
