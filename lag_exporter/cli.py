@@ -250,7 +250,8 @@ def snapshot(output_format: str, **params: Any) -> None:
 
 @cli.command()
 @source_options
-@option("--interval", "interval_s", type=float, help="Seconds between samples [default: 1].")
+@option("--interval", "interval_s", type=float,
+        help="Seconds between samples, at most 3600 [default: 1].")
 @option("--summary-interval", "summary_s", default=10.0, show_default=True, type=float,
         help="Seconds between one-line lag summaries.")
 @option("--spool-dir", metavar="PATH", help="Where undelivered samples wait on disk "
