@@ -239,3 +239,15 @@ def test_evaluate_never_raises_and_answers_in_the_vocabulary(
                 high_watermark - committed <= allowed_lag):
             assert status == OK
     assert group_status(statuses) in GROUP_STATUSES
+
+
+@given(st.lists(st.sampled_from(PARTITION_STATUSES)))
+def test_group_status_is_worst_first(statuses: list[str]) -> None:
+    if any(status in (STOP, STALL, REWIND) for status in statuses):
+        assert group_status(statuses) == ERR
+    elif WARN in statuses:
+        assert group_status(statuses) == WARN
+    else:
+        assert group_status(statuses) == OK
+    worst = worst_status(statuses)
+    assert all(PARTITION_STATUSES.index(s) <= PARTITION_STATUSES.index(worst) for s in statuses)
