@@ -466,7 +466,28 @@ def start_kafka(k: Kafka) -> Callable[[], None]:
     spawn(k.name, kafka_java("kafka4", KAFKA_HEAP, "kafka.Kafka",
                              str(data_dir(k.name) / "server.properties")))
     started = log_contains(k.name, offset, "Kafka Server started")
-    return lambda: wait_until(k.name, lambda: started() and port_open(k.port), 120)
+
+    def ready() -> None:
+        wait_until(k.name, lambda: started() and port_open(k.port), 120)
+        if k.sasl_port is not None:
+            ensure_scram_user(k)
+
+    return ready
+
+
+def ensure_scram_user(k: Kafka) -> None:
+    """(Re)create the SCRAM user the SASL listener's tests log in with. The one added at
+    format time was seen missing after a series of broker restarts here (every SASL login
+    refused), so it is upserted at every start: idempotent, one short JVM."""
+    command = kafka_java("kafka4", ["-Xmx256m"], "kafka.admin.ConfigCommand",
+                         "--bootstrap-server", f"127.0.0.1:{k.port}", "--alter",
+                         "--entity-type", "users", "--entity-name", SASL_USERNAME,
+                         "--add-config",
+                         f"{SASL_MECHANISM}=[iterations=4096,password={SASL_PASSWORD}]")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise fail(k.name, f"cannot create the SCRAM user {SASL_USERNAME}: "
+                           f"{done.stderr.strip()[-500:]}")
 
 
 # ---------------------------------------------------------------- MirrorMaker
