@@ -7,6 +7,7 @@ Outbox → Delivery → sink; metrics and health observe each Sample on the side
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -126,20 +127,26 @@ def make_service(
     timeout_s = kafka_timeout(config)
     make_source = source_factory(timeout_s, isolated=True)
     # Local checks (the spool directory) before anything touches Elasticsearch.
-    outbox = Outbox(config.spool_dir if config.elasticsearch is not None else None)
+    outbox = Outbox(config.spool_dir if config.elasticsearch is not None else None,
+                    max_bytes=config.spool_max_bytes, memory_max_bytes=config.memory_max_bytes)
     sink = make_sink(config.elasticsearch)
     watch = Watch(make_fleet(config, make_source), outbox, sink, config.interval_s,
                   summary_every_s)
     endpoint = None
     if config.http_port is not None:
         from lag_exporter.http_endpoint import HttpEndpoint
-        from lag_exporter.metrics import Health, LagMetrics
+        from lag_exporter.metrics import DeliveryState, Health, LagMetrics
 
-        metrics, health = LagMetrics(), Health(config.interval_s)
-        watch.sample_observers += [
-            metrics.observe, health.observe,
-            lambda _: metrics.observe_delivery(len(outbox), outbox.dropped,
-                                               watch.delivery.failures)]
+        def delivery_state() -> DeliveryState:
+            oldest = outbox.oldest_created_at()
+            return DeliveryState(len(outbox), outbox.dropped, watch.delivery.failures,
+                                 watch.delivery.rejected,
+                                 0.0 if oldest is None else max(0.0, time.time() - oldest))
+
+        metrics = LagMetrics()
+        metrics.read_delivery_from(delivery_state)
+        health = Health(config.interval_s, oldest_undelivered=outbox.oldest_created_at)
+        watch.sample_observers += [metrics.observe, health.observe]
         endpoint = HttpEndpoint(config.http_host, config.http_port, metrics, health)
     if load_config is not None:
         watch.reload = lambda: reload(watch, config, load_config, make_source)
