@@ -300,6 +300,8 @@ class KafkaSource:
     def _refresh_metadata(self, topics: set[str], now: float) -> None:
         """A Metadata request updates librdkafka's cache, which ListOffsets takes leaders and
         partition counts from (left alone, it is refreshed every metadata.max.age.ms, 15 min)."""
+        self._metadata_refreshed = {topic: at for topic, at in self._metadata_refreshed.items()
+                                    if at > now - METADATA_REFRESH_S}  # no growth with topics
         for topic in topics:
             self._metadata_refreshed[topic] = now
         log.debug("cluster %s: refreshing the metadata of %s", self.cluster, sorted(topics))
