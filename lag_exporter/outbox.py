@@ -575,16 +575,20 @@ class Outbox:
             return True
 
     def _make_room(self, size: int) -> None:
-        """Drops the oldest batches on disk so that `size` more bytes fit in max_bytes."""
+        """Drops the oldest batches on disk so that `size` more bytes fit in max_bytes (size 0:
+        at the open, where the newest batch is kept even if larger than the bound alone)."""
         excess = self._disk_bytes + size - self.max_bytes
-        if excess <= 0 or self._disk_count == 0:
+        droppable = self._disk_count - (1 if size == 0 else 0)
+        if excess <= 0 or droppable <= 0:
             return
-        freed = 0
+        freed, count = 0, 0
 
         def too_much(created_at: float, row_size: int) -> bool:
-            nonlocal freed
-            freed += row_size
-            return freed - row_size < excess
+            nonlocal freed, count
+            if freed >= excess or count == droppable:
+                return False
+            freed, count = freed + row_size, count + 1
+            return True
 
         self._drop_disk_front_while(too_much, f"the spool holds {_mib(self.max_bytes)}")
 

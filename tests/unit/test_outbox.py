@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import zlib
 from pathlib import Path
@@ -523,3 +524,24 @@ def test_the_file_shrinks_once_a_backlog_is_delivered(
     (tmp_path / outbox_module.DISCARDED_FILE).write_text("")  # the process stopped before ...
     Outbox(tmp_path).close()  # ... it was removed: the next start removes it
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", SPOOL_FILE]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=20_000), min_size=1, max_size=25),
+       st.integers(min_value=1, max_value=30_000))
+def test_disk_bound_holds_and_order_is_kept(paddings: list[int], bound: int) -> None:
+    with tempfile.TemporaryDirectory() as spool_dir:
+        outbox = Outbox(Path(spool_dir), max_bytes=bound)
+        for n, padding in enumerate(paddings):
+            outbox.put([Document(f"id-{n}", {"p0": n, "pad": os.urandom(padding // 2).hex()})])
+            settle(outbox)
+            assert outbox.queued_bytes == outbox._disk_bytes
+            newest = read_spool(Path(spool_dir))[-1]
+            assert outbox._disk_bytes <= max(bound, len(encode(newest.documents)))
+        outbox.close()
+        restarted = Outbox(Path(spool_dir), max_bytes=bound)
+        seen = drain(restarted)
+        restarted.close()
+    assert seen == sorted(seen)
+    assert seen[-1] == len(paddings) - 1  # the newest is never dropped
+    assert len(seen) + outbox.dropped == len(paddings)
