@@ -398,6 +398,8 @@ class Outbox:
             self._removed_through = through
             self._disk_count -= count
             self._disk_bytes -= size
+            if self._head is not None and self._head.sequence <= through:
+                self._head = None  # the front is read again, after the watermark
             self._state.notify_all()
         try:
             self._db.execute("DELETE FROM spool WHERE sequence <= ?", (through,))

@@ -545,3 +545,26 @@ def test_disk_bound_holds_and_order_is_kept(paddings: list[int], bound: int) -> 
     assert seen == sorted(seen)
     assert seen[-1] == len(paddings) - 1  # the newest is never dropped
     assert len(seen) + outbox.dropped == len(paddings)
+
+
+def test_a_failed_removal_is_not_sent_again_and_is_deleted_with_the_next(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(3):
+        outbox.put(docs(n))
+    settle(outbox)
+    first = outbox.oldest(wait_s=0)
+    assert first is not None
+    assert outbox._db is not None
+    healthy = outbox._db
+    with outbox._db_lock:
+        outbox._db = sqlite3.connect(":memory:", check_same_thread=False)  # DELETE fails
+    outbox.delivered(first)
+    with outbox._db_lock:
+        outbox._db = healthy
+    assert len(outbox) == 2
+    assert numbers(outbox.oldest(wait_s=0)) == 1  # not 0 again, though it is still on disk
+    assert spooled(tmp_path) == [0, 1, 2]
+    assert drain(outbox) == [1, 2]
+    outbox.close()
+    assert spooled(tmp_path) == []
