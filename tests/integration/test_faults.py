@@ -21,6 +21,7 @@ from helpers import (
     wait_until_kafka_serves,
 )
 
+from lag_exporter.outbox import read_spool
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
@@ -78,8 +79,7 @@ def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(
     stack.stop("elasticsearch")
     time.sleep(6)
     first.kill()  # SIGKILL: no shutdown code runs
-    spooled_ids = {doc["id"] for path in tmp_path.glob("*.json")
-                   for doc in json.loads(path.read_text())["documents"]}
+    spooled_ids = {d.doc_id for batch in read_spool(tmp_path) for d in batch.documents}
     assert len(spooled_ids) >= 4
     second = ExporterProcess(*args)
     time.sleep(2)
@@ -93,7 +93,7 @@ def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(
     assert spooled_ids <= set(ids)  # every spooled sample arrived
     assert set(ids.values()) == {1}
     assert len({doc_time(d) for d in documents}) == len(documents)  # no duplicate tick
-    assert list(tmp_path.glob("*.json")) == []
+    assert read_spool(tmp_path) == []
 
 
 

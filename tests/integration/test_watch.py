@@ -22,6 +22,7 @@ from helpers import (
     wait_for,
 )
 
+from lag_exporter.outbox import read_spool
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def test_one_document_per_topic_per_tick_and_clean_sigterm(
     stamps = sorted({doc_time(doc) for doc in documents})
     gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
     assert all(0.8 < gap < 1.2 for gap in gaps), gaps  # a fixed 1 s schedule
-    assert list((tmp_path / "spool").glob("*.json")) == []
+    assert read_spool(tmp_path / "spool") == []
 
 
 def test_without_elasticsearch_documents_go_to_stdout_as_json_lines(
