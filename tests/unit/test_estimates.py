@@ -153,3 +153,18 @@ def test_a_status_change_is_logged_once(caplog: pytest.LogCaptureFixture) -> Non
 def test_status_rules_reach_the_tracker() -> None:
     estimates = Estimates(StatusRules(window_s=30, allowed_lag=0, stop_after_s=5))
     assert estimates.status.rules.stop_after_s == 5
+
+
+def test_unchanged_offsets_reuse_the_write_time_and_seconds_grow_with_the_clock() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    estimates.observe_watermarks({TP("t", 0): 10}, at=1010.0)  # then the topic goes quiet
+    lag = [PartitionLag("t", 0, 5, 10, 5)]
+    [first] = estimates.judge("g", lag, frozenset(), wall_now=1010.0, now=0.0)
+    [later] = estimates.judge("g", lag, frozenset(), wall_now=1070.0, now=60.0)
+    assert first.seconds is not None and later.seconds == pytest.approx(first.seconds + 60.0)
+    fresh = Estimates()
+    fresh.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    fresh.observe_watermarks({TP("t", 0): 10}, at=1010.0)
+    [computed] = fresh.judge("g", lag, frozenset(), wall_now=1070.0, now=60.0)
+    assert later.seconds == pytest.approx(computed.seconds)  # the shortcut changes nothing
