@@ -46,6 +46,9 @@ class Estimates:
         self._statuses: dict[tuple[str, TopicPartition], str] = {}
         """The last evaluated status of each group x partition, reused between evaluations."""
         self._next_evaluation = float("-inf")
+        self._evaluation_at = float("nan")
+        """The `now` of the tick whose statuses are evaluated (the sampler passes one `now`
+        to every group of a sample)."""
         self._unchanged: dict[tuple[str, TopicPartition],
                               tuple[int | None, int | None, bool, float]] = {}
         """Per group x partition: (committed, high watermark, assigned, write time of the
@@ -91,9 +94,10 @@ class Estimates:
         update, evaluate = self.status.update, self.status.evaluate
         statuses = self._statuses
         judge_status = self.judge_status
-        evaluate_now = judge_status and now >= self._next_evaluation
-        if evaluate_now:
+        if judge_status and now >= self._next_evaluation:  # once per tick, for every group
+            self._evaluation_at = now
             self._next_evaluation = now + self.status_every_s
+        evaluate_now = judge_status and now == self._evaluation_at
         unchanged = self._unchanged
         judged = []
         for topic, partition, committed, high_watermark, lag, _, _ in lags:

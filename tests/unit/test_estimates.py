@@ -168,3 +168,16 @@ def test_unchanged_offsets_reuse_the_write_time_and_seconds_grow_with_the_clock(
     fresh.observe_watermarks({TP("t", 0): 10}, at=1010.0)
     [computed] = fresh.judge("g", lag, frozenset(), wall_now=1070.0, now=60.0)
     assert later.seconds == pytest.approx(computed.seconds)  # the shortcut changes nothing
+
+
+def test_every_group_of_a_tick_gets_its_status_evaluated() -> None:
+    """Found by the integration test: the first group's call used up the tick's evaluation and
+    every other group kept its first status (OK) for ever."""
+    estimates = Estimates(StatusRules(stop_after_s=5))
+    lag = [PartitionLag("t", 0, 10, 50, 40)]
+    statuses = []
+    for tick in range(12):
+        estimates.observe_watermarks({TP("t", 0): 50}, 1000.0 + tick)
+        statuses = [estimates.judge(group, lag, frozenset(), 1000.0 + tick, float(tick))[0].status
+                    for group in ("first", "second")]
+    assert statuses == ["STOP", "STOP"]
