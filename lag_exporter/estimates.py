@@ -14,7 +14,7 @@ Partitions and groups no longer reported are forgotten by `retain`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 from lag_exporter.model import PartitionLag, TopicPartition
@@ -49,6 +49,9 @@ class Estimates:
         self._evaluation_at = float("nan")
         """The `now` of the tick whose statuses are evaluated (the sampler passes one `now`
         to every group of a sample)."""
+        self._groups: dict[str, tuple[tuple[PartitionLag, ...], frozenset[TopicPartition],
+                                      float, tuple[PartitionLag, ...]]] = {}
+        """Per group, the last tick: (lags as computed, assignment, wall time, judged lags)."""
         self._unchanged: dict[tuple[str, TopicPartition],
                               tuple[int | None, int | None, bool, float]] = {}
         """Per group x partition: (committed, high watermark, assigned, write time of the
@@ -83,21 +86,38 @@ class Estimates:
             self._record_times[(tp, requested)] = (found, create_time)
             self.history.remember_record_time(tp, requested, found, create_time)
 
-    def judge(self, group: str, lags: Iterable[PartitionLag],
+    def judge(self, group: str, lags: Sequence[PartitionLag],
               assigned: frozenset[TopicPartition], wall_now: float, now: float
               ) -> tuple[PartitionLag, ...]:
         """`lags` with seconds (at wall_now) and, unless judge_status is off, status (at now,
         any one clock) filled in."""
-        # Runs for every group x partition every tick (22,000 at scale c): locals, no _replace.
+        lags = tuple(lags)  # the sampler's tuple as it is; compared with the last tick's
+        if self.judge_status and now >= self._next_evaluation:  # once per tick, every group
+            self._evaluation_at = now
+            self._next_evaluation = now + self.status_every_s
+        evaluate_now = self.judge_status and now == self._evaluation_at
+        last = self._groups.get(group)
+        if (last is not None and not evaluate_now and last[0] == lags
+                and last[1] is assigned and last[2] <= wall_now):
+            # Nothing moved since the last tick (most groups at scale, between commits): each
+            # record was written when it was, so the seconds only age.
+            age = wall_now - last[2]
+            judged = tuple(PartitionLag(t, n, c, h, lag, s + age if s and lag else s, status)
+                           for t, n, c, h, lag, s, status in last[3])
+        else:
+            judged = self._judge_each(group, lags, assigned, wall_now, now, evaluate_now)
+        self._groups[group] = (lags, assigned, wall_now, judged)
+        return judged
+
+    def _judge_each(self, group: str, lags: Iterable[PartitionLag],
+                    assigned: frozenset[TopicPartition], wall_now: float, now: float,
+                    evaluate_now: bool) -> tuple[PartitionLag, ...]:
+        # Runs for every group x partition (22,000 at scale c): locals, no _replace.
         seconds_behind = self.history.seconds_behind
         record_times = self._record_times
         update, evaluate = self.status.update, self.status.evaluate
         statuses = self._statuses
         judge_status = self.judge_status
-        if judge_status and now >= self._next_evaluation:  # once per tick, for every group
-            self._evaluation_at = now
-            self._next_evaluation = now + self.status_every_s
-        evaluate_now = judge_status and now == self._evaluation_at
         unchanged = self._unchanged
         judged = []
         for topic, partition, committed, high_watermark, lag, _, _ in lags:
@@ -143,5 +163,7 @@ class Estimates:
         self.status.retain(keep)
         self._statuses = {key: value for key, value in self._statuses.items() if keep(key)}
         self._unchanged = {key: value for key, value in self._unchanged.items() if keep(key)}
+        self._groups = {group: value for group, value in self._groups.items()
+                        if group in groups or group in failed_groups}
         self._record_times = {key: value for key, value in self._record_times.items()
                               if key in committed}
