@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from lag_exporter.config import ClusterConfig, ElasticsearchSettings, ExporterConfig
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
+from lag_exporter.estimates import Estimates
 from lag_exporter.fleet import ClusterWatch, Fleet
 from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
@@ -48,15 +49,17 @@ def source_factory(timeout_s: float, isolated: bool) -> Callable[[ClusterConfig]
     return make
 
 
-def make_fleet(config: ExporterConfig, make_source: Callable[[ClusterConfig], OffsetSource]
-               ) -> Fleet:
-    return Fleet([ClusterWatch(cluster, make_source(cluster), config.discovery_interval_s)
-                  for cluster in config.clusters])
+def make_fleet(config: ExporterConfig, make_source: Callable[[ClusterConfig], OffsetSource],
+               one_shot: bool = False) -> Fleet:
+    """one_shot (snapshot): no status, which needs the history of a running watch."""
+    return Fleet([ClusterWatch(cluster, make_source(cluster), config.discovery_interval_s,
+                               estimates=Estimates(config.status_rules, judge_status=not one_shot))
+                  for cluster in config.clusters], config.status_rules)
 
 
 def take_snapshot(config: ExporterConfig) -> Sample:
     """One sample of every cluster; raises SourceError when no group at all could be sampled."""
-    fleet = make_fleet(config, source_factory(config.timeout_s, isolated=False))
+    fleet = make_fleet(config, source_factory(config.timeout_s, isolated=False), one_shot=True)
     try:
         for cluster in fleet.clusters:
             if cluster.config.groups.needs_discovery:
@@ -161,8 +164,9 @@ def reload(watch: Watch, running: ExporterConfig, load_config: Callable[[], Expo
     except LagExporterError as error:
         log.error("config reload rejected, keeping the running config: %s", error)
         return
-    if new.elasticsearch != running.elasticsearch or new.interval_s != running.interval_s:
-        log.warning("config reload: Elasticsearch and interval changes need a restart")
+    if (new.elasticsearch != running.elasticsearch or new.interval_s != running.interval_s
+            or new.status_rules != running.status_rules):
+        log.warning("config reload: Elasticsearch, interval and status changes need a restart")
     watch.fleet.reconfigure(new.clusters, make_source, new.discovery_interval_s)
     log.info("config reloaded: %d cluster(s): %s", len(new.clusters),
              ", ".join(c.name for c in new.clusters))

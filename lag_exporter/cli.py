@@ -18,12 +18,16 @@ import click
 
 from lag_exporter import __version__, app
 from lag_exporter.config import (
+    ALLOWED_LAG,
     DEFAULT_MEMORY_MAX_MB,
     DEFAULT_SPOOL_MAX_MB,
     ES_API_KEY_ENV,
     ES_PASSWORD_ENV,
     MEGABYTES,
+    STATUS_WINDOW,
+    STOP_AFTER,
     SUMMARY_INTERVAL,
+    Bounds,
     ClusterConfig,
     ExporterConfig,
     check_interval,
@@ -35,6 +39,7 @@ from lag_exporter.config import (
     kafka_settings,
     load_config,
     megabytes_to_bytes,
+    status_rules,
 )
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import ConfigError, LagExporterError
@@ -173,6 +178,10 @@ def resolve_config(params: dict[str, Any]) -> ExporterConfig:
     return apply_flags(config, params)
 
 
+def _checked(flag: str, value: float | None, bounds: Bounds) -> float | None:
+    return None if value is None else check_number(flag, value, bounds)
+
+
 def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfig:
     overrides: dict[str, Any] = {}
     if params.get("interval_s") is not None:
@@ -185,6 +194,13 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
     if params.get("memory_max_mb") is not None:
         overrides["memory_max_bytes"] = megabytes_to_bytes(
             check_number("--memory-max-mb", params["memory_max_mb"], MEGABYTES))
+    if any(params.get(name) is not None for name in ("status_window", "allowed_lag",
+                                                      "stop_after")):
+        overrides["status_rules"] = status_rules(
+            _checked("--status-window", params.get("status_window"), STATUS_WINDOW),
+            _checked("--allowed-lag", params.get("allowed_lag"), ALLOWED_LAG),
+            _checked("--stop-after", params.get("stop_after"), STOP_AFTER),
+            config.status_rules)
     if params.get("spool_dir"):
         overrides["spool_dir"] = Path(params["spool_dir"])
     if params.get("http_port") is not None:
@@ -264,6 +280,13 @@ def snapshot(output_format: str, **params: Any) -> None:
 @option("--http-port", type=click.IntRange(0, 65535),
         help="Serve /metrics (Prometheus) and /healthz on this port.")
 @option("--http-host", help="Address for --http-port [default: 0.0.0.0].")
+@option("--status-window", type=float, metavar="SECONDS",
+        help="Window of the status verdict: how long REWIND shows, how far back WARN looks "
+             "[default: 600].")
+@option("--allowed-lag", type=float, metavar="RECORDS",
+        help="A lag this small is OK [default: 1: transactional topics keep a lag of 1].")
+@option("--stop-after", type=float, metavar="SECONDS",
+        help="Least time without progress before STOP/STALL [default: 300].")
 @global_options
 def watch(summary_s: float, **params: Any) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print

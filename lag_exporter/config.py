@@ -6,7 +6,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import load_command_config, to_librdkafka
 from lag_exporter.selection import GroupSelection, TopicSelection
+from lag_exporter.status import StatusRules
 
 # Secrets come from the environment (or files), never from argv, where `ps` shows them.
 ES_PASSWORD_ENV = "LAG_EXPORTER_ES_PASSWORD"
@@ -59,6 +60,10 @@ TIMEOUT = Bounds(0.01, 300, minimum_included=True)
 DISCOVERY_INTERVAL = Bounds(0, 86400)
 SUMMARY_INTERVAL = Bounds(0)
 MEGABYTES = Bounds(0, 1024 * 1024, unit="MiB")  # up to 1 TiB
+DEFAULT_STATUS_RULES = StatusRules()
+STATUS_WINDOW = Bounds(0, 7 * 86400)
+STOP_AFTER = Bounds(0, 7 * 86400)
+ALLOWED_LAG = Bounds(0, 2**62, minimum_included=True, unit="records")
 
 
 def check_number(flag: str, value: float, bounds: Bounds) -> float:
@@ -223,6 +228,8 @@ class ExporterConfig:
     spool_dir: Path | None = None
     http_host: str = "0.0.0.0"
     http_port: int | None = None
+    status_rules: StatusRules = DEFAULT_STATUS_RULES
+    """The verdict's window, allowed lag and STOP/STALL threshold (status.py)."""
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_MB * MIB
     """Disk bound of the outbox's spool."""
     memory_max_bytes: int = DEFAULT_MEMORY_MAX_MB * MIB
@@ -230,7 +237,8 @@ class ExporterConfig:
 
 
 TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "spool_max_mb",
-            "memory_max_mb", "http_host", "http_port", "elasticsearch", "cluster"}
+            "memory_max_mb", "http_host", "http_port", "elasticsearch", "cluster", "status"}
+STATUS_KEYS = {"window", "allowed_lag", "stop_after"}
 ES_KEYS = {"urls", "index", "username", "password", "password_file", "api_key", "api_key_file",
            "ca_file"}
 CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups",
@@ -465,6 +473,41 @@ def _clusters(document: dict[str, Any], base: Path, problems: _Problems) -> list
     return clusters
 
 
+def status_rules(window_s: float | None, allowed_lag: float | None, stop_after_s: float | None,
+                 base: StatusRules = DEFAULT_STATUS_RULES) -> StatusRules:
+    """The rules with the given settings changed (already checked against their bounds)."""
+    changes: dict[str, Any] = {}
+    if window_s is not None:
+        changes["window_s"] = float(window_s)
+    if allowed_lag is not None:
+        if allowed_lag != int(allowed_lag):
+            raise ConfigError(f"allowed lag must be a whole number of records, got {allowed_lag:g}")
+        changes["allowed_lag"] = int(allowed_lag)
+    if stop_after_s is not None:
+        changes["stop_after_s"] = float(stop_after_s)
+    return replace(base, **changes)
+
+
+def _status(document: dict[str, Any], problems: _Problems) -> StatusRules:
+    table = document.get("status", {})
+    if not isinstance(table, dict):
+        problems.add("status", f"must be a table ([status]), got {_shown_value(table)}")
+        return StatusRules()
+    problems.unknown_keys(table, STATUS_KEYS, "status.")
+    values: dict[str, float | None] = {}
+    for key, bounds in (("window", STATUS_WINDOW), ("allowed_lag", ALLOWED_LAG),
+                        ("stop_after", STOP_AFTER)):
+        value = table.get(key)
+        problem = None if value is None else bounds.problem(value)
+        if problem:
+            problems.add(f"status.{key}", problem)
+        elif key == "allowed_lag" and value is not None and not isinstance(value, int):
+            problems.add("status.allowed_lag", f"must be a whole number, got {_shown_value(value)}")
+        else:
+            values[key] = value
+    return status_rules(values.get("window"), values.get("allowed_lag"), values.get("stop_after"))
+
+
 def load_config(path: str | Path) -> ExporterConfig:
     """Parse and validate a TOML config file; every problem of the file in one ConfigError.
     Every key is type-checked: nothing but a ConfigError comes out of a bad file."""
@@ -505,7 +548,8 @@ def load_config(path: str | Path) -> ExporterConfig:
         spool_max_bytes=megabytes_to_bytes(_number(
             document, "spool_max_mb", DEFAULT_SPOOL_MAX_MB, MEGABYTES, problems)),
         memory_max_bytes=megabytes_to_bytes(_number(
-            document, "memory_max_mb", DEFAULT_MEMORY_MAX_MB, MEGABYTES, problems)))
+            document, "memory_max_mb", DEFAULT_MEMORY_MAX_MB, MEGABYTES, problems)),
+        status_rules=_status(document, problems))
     problems.raise_if_any()
     return config
 

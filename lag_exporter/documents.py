@@ -15,6 +15,7 @@ from typing import Any
 
 from lag_exporter.lag import lag_max, lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.status import group_status
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,24 @@ def topic_document(
     elif total is not None:
         source["lag_total"] = total
         source["lag_max"] = biggest
+    _add_seconds_and_status(source, lags, complete=not unknown)
     return Document(document_id(cluster, group, topic, timestamp), source)
+
+
+def _add_seconds_and_status(source: dict[str, Any], lags: list[PartitionLag], complete: bool
+                            ) -> None:
+    """`lag_seconds` {"p<N>": s}, `lag_seconds_max` (only when every partition with a lag has
+    its seconds: a maximum over part of them would understate), `status` (OK / WARN / ERR) and
+    `partition_status` {"p<N>": OK / WARN / REWIND / STALL / STOP}."""
+    seconds = {f"p{p.partition}": round(p.seconds, 3) for p in lags if p.seconds is not None}
+    if seconds:
+        source["lag_seconds"] = seconds
+        if complete and all(p.seconds is not None for p in lags if p.lag is not None):
+            source["lag_seconds_max"] = max(seconds.values())
+    statuses = {f"p{p.partition}": p.status for p in lags if p.status is not None}
+    if statuses:
+        source["status"] = group_status(statuses.values())
+        source["partition_status"] = statuses
 
 
 def group_documents(timestamp: str, group_lag: GroupLag, with_nulls: bool = False

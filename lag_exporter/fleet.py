@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 
 from lag_exporter.config import ClusterConfig
 from lag_exporter.errors import SourceError
+from lag_exporter.estimates import Estimates
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.sampler import OffsetSource, Sampler
+from lag_exporter.status import StatusRules
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,13 @@ class ClusterWatch:
         source: OffsetSource,
         discovery_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        estimates: Estimates | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self.discovery_interval_s = discovery_interval_s
-        self.sampler = Sampler(source, config.groups.select(), config.topics, clock=clock)
+        self.sampler = Sampler(source, config.groups.select(), config.topics, clock=clock,
+                               estimates=estimates)
         self._clock = clock
         self._next_discovery = clock()
         self._discovery_error: str | None = None
@@ -124,8 +128,11 @@ during an outage samples alternate between slow and fast, and each change is not
 
 
 class Fleet:
-    def __init__(self, clusters: Sequence[ClusterWatch]) -> None:
+    def __init__(self, clusters: Sequence[ClusterWatch],
+                 status_rules: StatusRules | None = None) -> None:
         self.clusters = list(clusters)
+        self.status_rules = status_rules
+        """For the clusters a config reload adds."""
         self.ticks_skipped: dict[str, int] = {}
         """Per cluster: ticks it had no sample for because the previous one was still running."""
         self._behind: dict[str, int] = {}
@@ -188,7 +195,8 @@ class Fleet:
             else:
                 if existing:
                     existing.close()
-                updated.append(ClusterWatch(config, make_source(config), discovery_interval_s))
+                updated.append(ClusterWatch(config, make_source(config), discovery_interval_s,
+                                            estimates=Estimates(self.status_rules)))
         for gone in current.values():
             log.info("cluster %s removed from the config", gone.name)
             self._behind.pop(gone.name, None)

@@ -33,6 +33,8 @@ _SPAWN = multiprocessing.get_context("spawn")  # no fork: the parent runs thread
 def _request_to_wire(method: str, keys: list[Any]) -> list[Any]:
     if method == "high_watermarks":
         return [tuple(tp) for tp in keys]
+    if method == "record_times":  # keys: (partition, offset) pairs
+        return [(tp.topic, tp.partition, offset) for tp, offset in keys]
     return keys
 
 
@@ -40,6 +42,10 @@ def _to_wire(method: str, keys: list[Any], answer: Any) -> Any:
     if method == "high_watermarks":
         missing = SourceError("Kafka's answer left this partition out")
         return [answer.get(tp, missing) for tp in keys]
+    if method == "record_times":
+        missing = SourceError("Kafka's answer left this partition out")
+        return [answer.get(TopicPartition(topic, partition), missing)
+                for topic, partition, _ in keys]
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
                 {tuple(tp): offset for tp, offset in offsets.committed_offsets.items()}
@@ -48,7 +54,7 @@ def _to_wire(method: str, keys: list[Any], answer: Any) -> Any:
 
 
 def _from_wire(method: str, keys: list[Any], answer: Any) -> Any:
-    if method == "high_watermarks":
+    if method in ("high_watermarks", "record_times"):
         return dict(zip(keys, answer, strict=True))
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
@@ -104,6 +110,13 @@ class IsolatedKafkaSource:
         self, partitions: Sequence[TopicPartition]
     ) -> dict[TopicPartition, int | SourceError]:
         return self._per_key("high_watermarks", list(partitions))
+
+    def record_times(
+        self, requests: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        pairs = list(requests.items())
+        answers = self._per_key("record_times", pairs)
+        return {tp: answers[(tp, offset)] for tp, offset in pairs}
 
     def list_groups(self) -> list[str] | SourceError:
         try:

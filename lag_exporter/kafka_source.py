@@ -1,4 +1,5 @@
-"""The only module that talks to Kafka (confluent-kafka's AdminClient).
+"""The only module that talks to Kafka (confluent-kafka's AdminClient, and a Consumer that only
+reads record timestamps for the lag in seconds).
 
 Every call is batched: one OffsetFetch per group (all groups in flight at once), one DescribeGroups
 for all groups, and one ListOffsets per partition leader and chunk of 250 partitions. Failures are
@@ -20,6 +21,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
     ConsumerGroupTopicPartitions,
     IsolationLevel,
     KafkaError,
@@ -163,6 +166,7 @@ class KafkaSource:
         self._check_coordinators = True  # see COORDINATOR_ERRORS
         self._retired: list[tuple[float, AdminClient]] = []
         self._metadata_refreshed: dict[str, float] = {}
+        self._record_reader: Consumer | None = None
 
     # -- the three requests a sample needs -------------------------------------------------
 
@@ -433,7 +437,68 @@ class KafkaSource:
         with self._lock:
             self._last_client_error = None
 
+    # -- record timestamps (lag in seconds beyond the exporter's own history) ----------------
+
+    def record_times(
+        self, requests: Mapping[TopicPartition, int] | Iterable[tuple[str, int, int]]
+    ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        """partition -> offset: (offset asked, offset of the first record at or after it, its
+        CreateTime in seconds). One assignment of every partition (librdkafka fetches from each
+        leader in one request), the first record of each, then unassigned again. A compacted or
+        deleted offset gives the next record (auto.offset.reset=earliest); a transaction marker
+        is skipped to the next record; READ_UNCOMMITTED like the end offsets."""
+        wanted = (dict(requests) if isinstance(requests, Mapping)
+                  else {TopicPartition(t, p): o for t, p, o in requests})
+        if not wanted:
+            return {}
+        reader = self._record_reader or self._new_record_reader()
+        found: dict[TopicPartition, tuple[int, int, float] | SourceError] = {}
+        assignment = [KafkaTopicPartition(tp.topic, tp.partition, offset)
+                      for tp, offset in wanted.items()]
+        reader.assign(assignment)
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while len(found) < len(wanted) and (left := deadline - time.monotonic()) > 0:
+                for message in reader.consume(num_messages=len(wanted), timeout=min(left, 0.2)):
+                    topic, partition, offset = (message.topic(), message.partition(),
+                                                message.offset())
+                    if message.error() is not None or topic is None or partition is None \
+                            or offset is None:
+                        continue
+                    tp = TopicPartition(topic, partition)
+                    if tp in found or tp not in wanted:
+                        continue
+                    kind, milliseconds = message.timestamp()
+                    found[tp] = (SourceError("the record has no timestamp")
+                                 if kind == TIMESTAMP_NOT_AVAILABLE
+                                 else (wanted[tp], offset, milliseconds / 1000))
+                    reader.pause([KafkaTopicPartition(tp.topic, tp.partition)])
+        except KafkaException as error:
+            failure = self._source_error(error)
+            return {tp: found.get(tp, failure) for tp in wanted}
+        finally:
+            reader.resume(assignment)  # librdkafka keeps a pause across assignments
+            reader.unassign()
+        missing = SourceError(f"no record read within {self.timeout_s:g} s")
+        return {tp: found.get(tp, missing) for tp in wanted}
+
+    def _new_record_reader(self) -> Consumer:
+        settings = {key: value for key, value in self._settings.items()
+                    if key not in ("allow.auto.create.topics",)}
+        settings.update({
+            "group.id": "lag-exporter-record-times",  # required; never joined or committed
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted",
+            "enable.partition.eof": False, "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": 65536, "queued.max.messages.kbytes": 1024,
+        })
+        self._record_reader = Consumer(settings)
+        return self._record_reader
+
     def close(self) -> None:
         """AdminClient has no close(); dropping the references lets librdkafka shut down."""
         self._retired.clear()
+        if self._record_reader is not None:
+            self._record_reader.close()
+            self._record_reader = None
         del self._admin

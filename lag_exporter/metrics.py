@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (
 
 from lag_exporter.lag import partitions_unknown
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.status import group_status
 
 SAMPLE_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds. A sample normally takes milliseconds; the top buckets show ticks overrunning."""
@@ -182,6 +183,17 @@ def _lag_families(sample: Sample | None) -> list[Metric]:
     latest = GaugeMetricFamily("kafka_partition_latest_offset",
                                "Latest offset (high watermark) of a partition.",
                                labels=("cluster_name", "topic", "partition"))
+    lag_seconds = GaugeMetricFamily(
+        "kafka_consumergroup_group_lag_seconds",
+        "How long ago the record at the committed offset was written (0 when caught up).",
+        labels=_PARTITION)
+    max_lag_seconds = GaugeMetricFamily(
+        "kafka_consumergroup_group_max_lag_seconds",
+        "Max group lag in seconds (only when every partition's is known).", labels=_GROUP)
+    status = GaugeMetricFamily(
+        "lag_exporter_group_topic_status",
+        "1 for the group x topic's status (OK, WARN or ERR) over the recent samples.",
+        labels=(*_GROUP, "topic", "status"))
     unknown = GaugeMetricFamily(
         "lag_exporter_partitions_unknown",
         "Partitions with a commit whose end offset could not be read in the last sample: "
@@ -205,7 +217,8 @@ def _lag_families(sample: Sample | None) -> list[Metric]:
                 # Groups read watermarks moments apart; the highest is the latest.
                 watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
         every_lag: list[int] = []
-        complete = True
+        every_seconds: list[float] = []
+        complete = seconds_complete = True
         for topic, partitions in by_topic.items():
             missing = partitions_unknown(partitions)
             unknown.add_metric((cluster, group, topic), missing)
@@ -214,12 +227,25 @@ def _lag_families(sample: Sample | None) -> list[Metric]:
             if known and not missing:  # a sum over part of a topic would understate it
                 topic_sum_lag.add_metric((cluster, group, topic), sum(known))
             every_lag += known
+            statuses = [p.status for p in partitions if p.status is not None]
+            if statuses:
+                status.add_metric((cluster, group, topic, group_status(statuses)), 1)
+            for p in partitions:
+                if p.seconds is not None:
+                    lag_seconds.add_metric((cluster, group, p.topic, str(p.partition)),
+                                           p.seconds)
+                    every_seconds.append(p.seconds)
+                elif p.lag is not None:
+                    seconds_complete = False
         if every_lag and complete:
             max_lag.add_metric((cluster, group), max(every_lag))
             sum_lag.add_metric((cluster, group), sum(every_lag))
+        if every_seconds and complete and seconds_complete:
+            max_lag_seconds.add_metric((cluster, group), max(every_seconds))
     for (cluster, topic, partition), watermark in sorted(watermarks.items()):
         latest.add_metric((cluster, topic, str(partition)), watermark)
-    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest, unknown]
+    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest, unknown, lag_seconds,
+            max_lag_seconds, status]
 
 
 def _exporter_families(state: _State) -> list[Metric]:

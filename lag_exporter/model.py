@@ -39,6 +39,12 @@ class PartitionLag(NamedTuple):
     """None: the end offset could not be read (see the group's errors)."""
     lag: int | None
     """high_watermark - committed_offset, clamped at 0; None when either side is unknown."""
+    seconds: float | None = None
+    """How long ago the record at the committed offset was written (seconds.py); 0 when caught
+    up, None when unknown."""
+    status: str | None = None
+    """The partition's verdict over the exporter's recent samples (status.py); None in a
+    one-shot snapshot, which has no history to judge."""
 
 
 @dataclass(frozen=True)

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from lag_exporter.model import Sample
 
-COLUMNS = ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG")
+COLUMNS = ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
+           "LAG-SECONDS")
 
 
 def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _rows(sample: Sample) -> list[tuple[str, ...]]:
-    """The columns of `kafka-consumer-groups --describe`, GROUP first, so LAG is column 6; rows
-    sorted by group, topic, partition; `-` only where nothing is committed or known."""
+    """The columns of `kafka-consumer-groups --describe`, GROUP first, so LAG is column 6, then
+    the lag in seconds; rows sorted by group, topic, partition; `-` only where nothing is
+    committed or known."""
     rows: list[tuple[str, ...]] = [COLUMNS]
     for group_lag in sorted(sample.groups, key=lambda g: g.group):
         for p in group_lag.partitions:
             rows.append((group_lag.group, p.topic, str(p.partition), _cell(p.committed_offset),
-                         _cell(p.high_watermark), _cell(p.lag)))
+                         _cell(p.high_watermark), _cell(p.lag), _seconds(p.seconds)))
     return rows
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from lag_exporter.errors import SourceError
+from lag_exporter.estimates import Estimates
 from lag_exporter.lag import commits_beyond_watermark, compute_lags
 from lag_exporter.model import GroupLag, GroupOffsets, Sample, TopicPartition
 from lag_exporter.selection import TopicSelection
@@ -42,6 +43,13 @@ class OffsetSource(Protocol):
     ) -> dict[TopicPartition, int | SourceError]: ...
 
     def list_groups(self) -> list[str] | SourceError: ...
+
+    def record_times(
+        self, requests: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        """partition -> offset: (offset asked, offset of the first record at or after it,
+        its CreateTime in seconds), in one batched Fetch."""
+        ...
 
     def close(self) -> None: ...
 
@@ -95,8 +103,13 @@ class Sampler:
         topics: TopicSelection | Sequence[str] = (),
         metadata_refresh_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        estimates: Estimates | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = source
+        self.estimates = estimates or Estimates()
+        self._wall_clock = wall_clock
+        self._next_retain = float("-inf")
         self._groups = list(dict.fromkeys(groups))
         self.topic_selection = (topics if isinstance(topics, TopicSelection)
                                 else TopicSelection(names=tuple(topics)))
@@ -133,17 +146,50 @@ class Sampler:
         wanted = {group: self._partitions_of(group, committed[group], membership)
                   for group in groups if not isinstance(committed[group], SourceError)}
         all_partitions = list(set().union(*wanted.values()))
+        asked_at = self._wall_clock()
         watermarks = self.source.high_watermarks(all_partitions)
+        read_at = (asked_at + self._wall_clock()) / 2  # when the brokers answered, about
         high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
         warnings += unreadable_end_offsets(watermarks)
+        self.estimates.observe_watermarks(high_watermarks, read_at)
 
-        group_lags = tuple(
+        group_lags = [
             self._group_lag(group, committed[group], wanted.get(group, set()), high_watermarks,
                             membership, warnings)
             for group in groups
-        )
-        return Sample(taken_at=taken_at, groups=group_lags,
+        ]
+        self._read_record_times(group_lags)
+        now = self._clock()
+        judged = tuple(
+            group_lag if group_lag.error else replace(group_lag, partitions=self.estimates.judge(
+                group_lag.group, group_lag.partitions,
+                membership.assigned.get(group_lag.group, frozenset()), read_at, now))
+            for group_lag in group_lags)
+        if now >= self._next_retain:
+            self._next_retain = now + self.metadata_refresh_s
+            self._forget_unreported(judged)
+        return Sample(taken_at=taken_at, groups=judged,
                       duration_s=self._clock() - started, warnings=tuple(warnings))
+
+    def _read_record_times(self, group_lags: Iterable[GroupLag]) -> None:
+        """Record timestamps for the consumers further behind than the history reaches."""
+        requests = self.estimates.record_time_requests(
+            ((TopicPartition(p.topic, p.partition), p.committed_offset, p.lag)
+             for g in group_lags for p in g.partitions if p.committed_offset is not None),
+            self._clock())
+        if not requests:
+            return
+        answers = self.source.record_times(requests)
+        self.estimates.remember_record_times(
+            {tp: answer for tp, answer in answers.items() if not isinstance(answer, SourceError)})
+
+    def _forget_unreported(self, group_lags: tuple[GroupLag, ...]) -> None:
+        partitions = {TopicPartition(p.topic, p.partition)
+                      for g in group_lags for p in g.partitions}
+        committed = {(TopicPartition(p.topic, p.partition), p.committed_offset)
+                     for g in group_lags for p in g.partitions if p.committed_offset is not None}
+        self.estimates.retain({g.group for g in group_lags if not g.error},
+                              {g.group for g in group_lags if g.error}, partitions, committed)
 
     def close(self) -> None:
         self.source.close()

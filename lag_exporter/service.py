@@ -26,6 +26,7 @@ from lag_exporter.lag import lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sinks import DeliveryReport, Sink
+from lag_exporter.status import OK, group_status, status_changes
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,8 @@ class Watch:
         self._health = GroupHealth()
         self._warnings_shown: set[str] = set()
         self._last_summary = 0.0
+        self._statuses: dict[tuple[str, str, str], str] = {}
+        """Status of each cluster x group x topic at the last sample, to log changes."""
         self._skipping_since: int | None = None
         """ticks_skipped when the current episode of skipped ticks began; None: on schedule."""
         self._on_time = 0
@@ -266,6 +269,7 @@ class Watch:
             log.warning("%s", warning)  # once while it lasts, not every tick
         self._warnings_shown = set(sample.warnings)
         self._health.update(sample)
+        self._log_status_changes(sample)
         documents = sample_documents(sample)
         if documents:
             self.outbox.put(documents)
@@ -275,6 +279,35 @@ class Watch:
             except Exception:  # metrics or health must never stop the sampling
                 log.exception("a sample observer failed")
         self._maybe_summarise(sample)
+
+    def _log_status_changes(self, sample: Sample) -> None:
+        """One line per change of a group x topic's status (not per partition, not per tick)."""
+        current = {key: value for key, value in self._statuses.items()
+                   if key[0] in sample.pending_clusters}  # their sample comes later
+        worst: dict[tuple[str, str, str], str] = {}
+        for group_lag in sample.groups:
+            if group_lag.error:  # unknown now: keep what was known
+                current.update((key, value) for key, value in self._statuses.items()
+                               if key[:2] == (group_lag.cluster, group_lag.group))
+                continue
+            by_topic: dict[str, list[str]] = {}
+            for p in group_lag.partitions:
+                if p.status is not None:
+                    by_topic.setdefault(p.topic, []).append(p.status)
+                    if p.status != OK:
+                        worst[(group_lag.cluster, group_lag.group, p.topic)] = \
+                            f"p{p.partition} {p.status}"
+            for topic, statuses in by_topic.items():
+                current[(group_lag.cluster, group_lag.group, topic)] = group_status(statuses)
+        for (cluster, group, topic), old, new in status_changes(self._statuses, current):
+            if new is None:
+                continue  # no longer reported: the group or topic is gone, not recovered
+            detail = f" ({worst[(cluster, group, topic)]})" if (cluster, group, topic) in worst \
+                else ""
+            log.log(logging.WARNING if new != OK else logging.INFO,
+                    "cluster %s group %s topic %s: status %s -> %s%s", cluster, group, topic,
+                    old or "new", new, detail)
+        self._statuses = current
 
     def _maybe_summarise(self, sample: Sample) -> None:
         now = self._clock()

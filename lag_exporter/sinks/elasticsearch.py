@@ -29,7 +29,8 @@ def load_mapping() -> dict[str, Any]:
 
 
 EXPECTED_TYPES = {"@timestamp": {"date", "date_nanos"}, "lag_total": {"long"}, "lag_max": {"long"},
-                  "partitions_unknown": {"long"},
+                  "partitions_unknown": {"long"}, "lag_seconds_max": {"float"},
+                  "status": {"keyword"},
                   "cluster": {"keyword", "text"}, "group": {"keyword", "text"},
                   "topic": {"keyword", "text"}}
 NUMERIC_TYPES = {"long", "integer", "short", "byte", "double", "float", "unsigned_long"}

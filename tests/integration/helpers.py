@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -311,3 +312,227 @@ def metric_values(port: int, name: str, **labels: str) -> list[float]:
         return []
     return [s.value for family in families.values() for s in family
             if s.name == name and labels.items() <= s.labels.items()]
+
+
+def create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
+    """Several topics in one request (each create_topic call costs about a second)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(topic, count, 1)
+                                   for topic, count in partitions.items()], operation_timeout=30)
+    for future in futures.values():
+        future.result(timeout=60)
+    deadline = time.monotonic() + 30  # the topics exist before their partitions have leaders
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=5).topics
+        if all(topic in metadata and metadata[topic].error is None
+               and len(metadata[topic].partitions) == count
+               and all(p.leader >= 0 for p in metadata[topic].partitions.values())
+               for topic, count in partitions.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"topics {sorted(partitions)} have no leader everywhere after 30 s")
+
+
+class TimedProducer:
+    """Writes records with explicit CreateTimes (back-dated, steady streams, bursts) and keeps,
+    from the delivery reports, the CreateTime of every offset written: the ground truth of lag
+    in seconds. Steady streams and bursts are produced by a thread every 20 ms; a stream's
+    records are stamped with their scheduled time, so the timestamps are exactly periodic."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                                   "enable.idempotence": True})
+        self._lock = threading.Lock()
+        self._times: dict[tuple[str, int], list[float]] = {}
+        """(topic, partition) -> CreateTime (s) of offset 0, 1, ... up to the first offset not
+        reported yet."""
+        self._early: dict[tuple[str, int], dict[int, float]] = {}
+        """Reports of offsets past that gap: two threads serving delivery reports (flush and
+        poll) can run the callbacks of two batches out of order."""
+        self._streams: dict[tuple[str, int], tuple[float, float]] = {}
+        """(topic, partition) -> (next scheduled time, period)."""
+        self._bursts: list[tuple[str, int, int]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TimedProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._producer.flush(30)
+        with self._lock:
+            self.errors += [f"{key}: offset {len(self._times[key])} never reported, "
+                            f"{len(early)} after it were" for key, early in self._early.items()
+                            if early]
+
+    def _delivered(self, error: object, message: Any) -> None:
+        if error is not None:
+            self.errors.append(str(error))
+            return
+        key = (message.topic(), message.partition())
+        with self._lock:
+            times = self._times.setdefault(key, [])
+            early = self._early.setdefault(key, {})
+            early[message.offset()] = message.timestamp()[1] / 1000
+            while len(times) in early:  # idempotent producer: no gaps, no duplicates
+                times.append(early.pop(len(times)))
+
+    def _produce(self, topic: str, partition: int, at: float) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, b"x", partition=partition,
+                                       timestamp=round(at * 1000), on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: let deliveries drain it
+                self._producer.poll(0.1)
+
+    def backfill(self, topic: str, partition: int, first: float, last: float,
+                 rate: float) -> None:
+        """Records stamped first, first + 1/rate, ... < last, written now (before start)."""
+        period = 1 / rate
+        count = max(0, math.ceil((last - first) * rate - 1e-9))
+        expected = self.delivered(topic, partition) + count
+        for n in range(count):
+            self._produce(topic, partition, first + n * period)
+        assert self._producer.flush(60) == 0
+        # The last reports may still be in the callbacks of the producing thread's poll.
+        deadline = time.monotonic() + 10
+        while self.delivered(topic, partition) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.delivered(topic, partition) == expected, self.errors[:3]
+
+    def stream(self, topic: str, partition: int, rate: float, first: float | None = None
+               ) -> None:
+        """From `first` (default now) on, one record every 1/rate s, stamped with its time."""
+        with self._lock:
+            self._streams[(topic, partition)] = (time.time() if first is None else first,
+                                                 1 / rate)
+
+    def stop_stream(self, topic: str, partition: int) -> None:
+        with self._lock:
+            self._streams.pop((topic, partition), None)
+
+    def burst(self, topic: str, partition: int, count: int) -> None:
+        """`count` records at once, stamped now (by the producing thread, in stream order)."""
+        with self._lock:
+            self._bursts.append((topic, partition, count))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            now = time.time()
+            with self._lock:
+                bursts, self._bursts = self._bursts, []
+                due: list[tuple[str, int, float]] = []
+                for key, (scheduled, period) in self._streams.items():
+                    while scheduled <= now:
+                        due.append((*key, scheduled))
+                        scheduled += period
+                    self._streams[key] = (scheduled, period)
+            for topic, partition, at in due:
+                self._produce(topic, partition, at)
+            for topic, partition, count in bursts:
+                for _ in range(count):
+                    self._produce(topic, partition, now)
+            self._producer.poll(0)
+
+    def create_times(self, topic: str, partition: int) -> list[float]:
+        """CreateTime (s) of each offset delivered so far (up to the first not reported yet)."""
+        with self._lock:
+            return list(self._times.get((topic, partition), ()))
+
+    def delivered(self, topic: str, partition: int) -> int:
+        """Records delivered so far: the high watermark they made."""
+        with self._lock:
+            return len(self._times.get((topic, partition), ()))
+
+
+class MemberlessCommitter:
+    """Commits offsets for groups without joining them (as a stopped or external consumer),
+    one long-lived client per group: a commit takes milliseconds, not a client start."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._consumers: dict[str, Consumer] = {}
+
+    def commit(self, group: str, offsets: Mapping[tuple[str, int], int]) -> tuple[float, float]:
+        """Commit synchronously; (wall time before, wall time after)."""
+        consumer = self._consumers.get(group)
+        if consumer is None:
+            consumer = self._consumers[group] = Consumer({
+                "bootstrap.servers": self._bootstrap, "group.id": group,
+                "enable.auto.commit": False})
+        started = time.time()
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        asynchronous=False)
+        return started, time.time()
+
+    def close(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
+
+
+class JsonLinesExporter:
+    """`lag-exporter watch` (no --es-url) as a real process: its JSON lines and its log lines
+    are collected by two threads while it runs. Use as a context manager: it is stopped with
+    SIGTERM (killed if it hangs) whatever happens."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lag_exporter", "watch", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._lock = threading.Lock()
+        self._documents: list[dict[str, Any]] = []
+        self._log: list[str] = []
+        self._threads = [threading.Thread(target=self._read, args=(stream, parse), daemon=True)
+                         for stream, parse in ((self.process.stdout, True),
+                                               (self.process.stderr, False))]
+        for thread in self._threads:
+            thread.start()
+        self.returncode: int | None = None
+
+    def _read(self, stream: Any, parse: bool) -> None:
+        for line in stream:
+            with self._lock:
+                if parse:
+                    self._documents.append(json.loads(line))
+                else:
+                    self._log.append(line.rstrip("\n"))
+
+    def __enter__(self) -> JsonLinesExporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def documents(self, group: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [doc for doc in self._documents if group is None or doc["group"] == group]
+
+    def log(self) -> list[str]:
+        with self._lock:
+            return list(self._log)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, wait, and return the exit code (killed after `timeout`)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        self.returncode = self.process.returncode
+        return self.returncode

@@ -59,7 +59,7 @@ def test_sasl_login_through_a_java_properties_file(
     done = run_exporter("snapshot", "--bootstrap-server", stack.source_sasl_bootstrap,
                         "--command-config", stack.sasl_properties, "--group", group)
     assert done.returncode == 0, done.stderr
-    assert [line.split()[-1] for line in done.stdout.splitlines()[1:]] == ["0", "15"]
+    assert [line.split()[5] for line in done.stdout.splitlines()[1:]] == ["0", "15"]
 
 
 def test_wrong_sasl_password_is_refused_without_leaking_it(

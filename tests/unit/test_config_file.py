@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lag_exporter.cli import cli
-from lag_exporter.config import CLUSTER_KEYS, ES_KEYS, TOP_KEYS, load_config
+from lag_exporter.config import CLUSTER_KEYS, ES_KEYS, STATUS_KEYS, TOP_KEYS, load_config
 from lag_exporter.errors import ConfigError
 
 GOOD = """
@@ -251,10 +251,12 @@ VALID: dict[str, Any] = {
         "client": {"client.id": "x"}, "groups": ["g"], "group_patterns": ["m-.*"],
         "exclude_groups": ["t"], "topics": ["o"], "topic_patterns": ["o.*"],
         "exclude_topics": ["__.*"]}],
+    "status": {"window": 600, "allowed_lag": 1, "stop_after": 300},
 }
 EVERY_KEY = ([("", key) for key in sorted(TOP_KEYS)]
              + [("elasticsearch", key) for key in sorted(ES_KEYS)]
-             + [("cluster", key) for key in sorted(CLUSTER_KEYS)])
+             + [("cluster", key) for key in sorted(CLUSTER_KEYS)]
+             + [("status", key) for key in sorted(STATUS_KEYS)])
 assert {key for table, key in EVERY_KEY if table == ""} == set(VALID)
 
 ABSENT = object()
@@ -321,8 +323,8 @@ def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
 ) -> None:
     table_name, key = where
     document = copy.deepcopy(VALID)
-    table = (document if not table_name else document["elasticsearch"]
-             if table_name == "elasticsearch" else document["cluster"][0])
+    table = (document if not table_name else document["cluster"][0]
+             if table_name == "cluster" else document[table_name])
     if value is ABSENT:
         del table[key]
     else:
@@ -335,7 +337,8 @@ def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
         load_config(path)
     except ConfigError as error:
         message = str(error)
-        label = {"": key, "elasticsearch": f"elasticsearch.{key}"}.get(table_name, f"].{key}")
+        label = {"": key, "elasticsearch": f"elasticsearch.{key}",
+                 "status": f"status.{key}"}.get(table_name, f"].{key}")
         if table_name == "cluster" and key == "name":
             label = "cluster["
         assert f"{path}: " in message and label in message, message

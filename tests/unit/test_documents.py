@@ -78,7 +78,13 @@ def test_ids_are_deterministic_and_distinct_per_group_topic_and_time() -> None:
 def test_mapping_json_maps_partition_fields_to_long_and_names_to_keyword() -> None:
     root = Path(__file__).resolve().parents[2]
     mapping = json.loads((root / "mapping.json").read_text())["mappings"]
-    template = mapping["dynamic_templates"][0]["partition_lag"]
+    templates = {name: spec for entry in mapping["dynamic_templates"]
+                 for name, spec in entry.items()}
+    order = [name for entry in mapping["dynamic_templates"] for name in entry]
+    # lag_seconds.p3 is also named p3: its float template must come first (first match wins)
+    assert order.index("partition_lag_seconds") < order.index("partition_lag")
+    assert order.index("partition_status") < order.index("partition_lag")
+    template = templates["partition_lag"]
     assert template["match_pattern"] == "regex" and template["match"] == r"^p\d+$"
     assert template["mapping"] == {"type": "long"}
     properties = mapping["properties"]

@@ -3,7 +3,7 @@
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,6 +45,11 @@ class FakeCluster:
 
     def list_groups(self) -> list[str] | SourceError:
         return list(self.groups)
+
+    def record_times(
+        self, requests: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        return {tp: SourceError("no record") for tp in requests}
 
     def close(self) -> None:
         self.block.set()

@@ -111,6 +111,9 @@ class ReloadDuringSample:
     def list_groups(self) -> list[str]:
         return []
 
+    def record_times(self, requests: dict[TopicPartition, int]) -> dict[TopicPartition, object]:
+        return {}
+
     def close(self) -> None:
         pass
 

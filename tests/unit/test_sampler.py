@@ -1,6 +1,6 @@
 """The sampler against a fake Kafka that implements the same small interface (pure logic)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from lag_exporter.errors import SourceError
@@ -21,6 +21,7 @@ class FakeKafka:
         self.watermarks: dict[TopicPartition, int | SourceError] = {}
         self.calls: list[str] = []
         self.described: list[list[str]] = []
+        self.record_time_answers: dict[TopicPartition, tuple[int, int, float]] = {}
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
         self.calls.append("offsets")
@@ -42,6 +43,13 @@ class FakeKafka:
         self.calls.append(f"watermarks:{len(partitions)}")
         return {tp: self.watermarks.get(tp, 0) for tp in partitions}
 
+
+    def record_times(
+        self, requests: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        self.calls.append(f"record_times:{len(requests)}")
+        return {tp: self.record_time_answers.get(tp, SourceError("no record"))
+                for tp in requests}
 
     def list_groups(self) -> list[str] | SourceError:
         self.calls.append("list")

@@ -1,0 +1,183 @@
+"""Issue 11 wiring (pure): seconds and status reach the lags, the documents, /metrics and the
+log; record timestamps are asked for sparingly (fakes for Kafka only)."""
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from test_sampler import Clock, FakeKafka
+
+from lag_exporter.documents import sample_documents
+from lag_exporter.estimates import Estimates
+from lag_exporter.metrics import LagMetrics
+from lag_exporter.model import GroupLag, GroupOffsets, PartitionLag, Sample, TopicPartition
+from lag_exporter.sampler import Sampler
+from lag_exporter.service import Watch
+from lag_exporter.status import StatusRules
+
+TP = TopicPartition
+MOMENT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_judge_fills_in_seconds_from_the_watermark_history_and_a_status() -> None:
+    estimates = Estimates()
+    for second in range(10):  # one record a second: watermark = second
+        estimates.observe_watermarks({TP("t", 0): second}, at=1000.0 + second)
+    [judged] = estimates.judge("g", [PartitionLag("t", 0, 4, 9, 5)], frozenset(),
+                               wall_now=1009.0, now=0.0)
+    assert judged.seconds == pytest.approx(5.0, abs=1.0)  # record 4 was written at ~1004
+    assert judged.status == "OK"
+
+
+def test_a_snapshot_has_seconds_but_no_status() -> None:
+    estimates = Estimates(judge_status=False)
+    estimates.observe_watermarks({TP("t", 0): 9}, at=1000.0)
+    [judged] = estimates.judge("g", [PartitionLag("t", 0, 9, 9, 0)], frozenset(), 1000.0, 0.0)
+    assert (judged.seconds, judged.status) == (0.0, None)
+
+
+def test_record_times_are_asked_for_at_most_every_10_s_and_the_oldest_offset_first() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 100, TP("t", 1): 50}, at=1000.0)
+    behind = [(TP("t", 0), 40, 60), (TP("t", 0), 20, 80), (TP("t", 1), 50, 0)]
+    assert estimates.record_time_requests(behind, now=0.0) == {TP("t", 0): 20}
+    assert estimates.record_time_requests(behind, now=9.9) == {}
+    assert estimates.record_time_requests(behind, now=10.0) == {TP("t", 0): 20}
+
+
+def test_a_record_time_read_from_the_broker_gives_seconds_beyond_the_history() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 100}, at=1000.0)  # history starts here
+    lag = [PartitionLag("t", 0, 20, 100, 80)]
+    [unknown] = estimates.judge("g", lag, frozenset(), 1000.0, 0.0)
+    assert unknown.seconds is None  # never a guess, never NaN
+    estimates.remember_record_times({TP("t", 0): (20, 20, 400.0)})
+    [known] = estimates.judge("g", lag, frozenset(), 1000.0, 1.0)
+    assert known.seconds == 600.0
+
+
+def test_retain_forgets_partitions_and_groups_no_longer_reported() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 1, TP("gone", 0): 1}, at=1.0)
+    estimates.judge("g", [PartitionLag("t", 0, 1, 1, 0)], frozenset(), 1.0, 1.0)
+    estimates.judge("old", [PartitionLag("t", 0, 1, 1, 0)], frozenset(), 1.0, 1.0)
+    estimates.judge("down", [PartitionLag("t", 0, 1, 1, 0)], frozenset(), 1.0, 1.0)
+    estimates.retain({"g"}, {"down"}, {TP("t", 0)}, {(TP("t", 0), 1)})
+    assert len(estimates.history) == 1 and len(estimates.status) == 2
+
+
+def test_the_sampler_reads_record_times_for_consumers_beyond_its_history() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 20})
+    kafka.watermarks = {TP("t", 0): 100}
+    kafka.record_time_answers = {TP("t", 0): (20, 21, 400.0)}  # 20 was compacted away
+    sampler = Sampler(kafka, ["g"], clock=clock, wall_clock=lambda: 1000.0)
+    [partition] = sampler.sample().groups[0].partitions
+    assert kafka.calls.count("record_times:1") == 1
+    assert partition.seconds == 600.0 and partition.status == "OK"
+
+
+def stopped_group(status: str | None, seconds: float | None = 12.5) -> GroupLag:
+    return GroupLag("c", "g", (PartitionLag("t", 0, 5, 9, 4, seconds, status),
+                               PartitionLag("t", 1, 9, 9, 0, 0.0, "OK")))
+
+
+def test_documents_carry_seconds_and_status() -> None:
+    [document] = sample_documents(Sample(MOMENT, (stopped_group("STOP"),)))
+    assert document.source["lag_seconds"] == {"p0": 12.5, "p1": 0.0}
+    assert document.source["lag_seconds_max"] == 12.5
+    assert document.source["status"] == "ERR"
+    assert document.source["partition_status"] == {"p0": "STOP", "p1": "OK"}
+
+
+def test_no_maximum_in_seconds_over_part_of_a_topic() -> None:
+    [document] = sample_documents(Sample(MOMENT, (stopped_group(None, seconds=None),)))
+    assert document.source["lag_seconds"] == {"p1": 0.0}
+    assert "lag_seconds_max" not in document.source  # p0 has a lag and no seconds
+
+
+def test_metrics_have_seconds_and_the_status() -> None:
+    metrics = LagMetrics()
+    metrics.observe(Sample(MOMENT, (stopped_group("STALL"),)))
+    series = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(metrics.render().decode())
+              for s in family.samples}
+    group = (("cluster_name", "c"), ("group", "g"))
+    assert series[("kafka_consumergroup_group_max_lag_seconds", group)] == 12.5
+    assert series[("kafka_consumergroup_group_lag_seconds",
+                   (*group, ("partition", "0"), ("topic", "t")))] == 12.5
+    assert series[("lag_exporter_group_topic_status",
+                   (*group, ("status", "ERR"), ("topic", "t")))] == 1
+
+
+class OneGroupAtATime:
+    """A fleet whose samples come from a list."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+        self.ticks_skipped: dict[str, int] = {}
+
+    def sample(self, wait_s: float | None = None) -> Sample:
+        return self.samples.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink:
+    name = "null"
+
+    def write(self, documents: list[object]) -> object:
+        raise AssertionError("not started")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_status_change_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lag_exporter")
+    statuses = ["OK", "OK", "STOP", "STOP", "STOP", "OK", "OK"]
+    fleet = OneGroupAtATime([Sample(MOMENT, (stopped_group(s),)) for s in statuses])
+    from lag_exporter.outbox import Outbox
+
+    watch = Watch(fleet, Outbox(), NullSink(), summary_every_s=3600)  # type: ignore[arg-type]
+    for _ in statuses:
+        watch._take_sample()
+    watch.outbox.close()
+    lines = [r.getMessage() for r in caplog.records if "status" in r.getMessage()]
+    assert lines == ["cluster c group g topic t: status OK -> ERR (p0 STOP)",
+                     "cluster c group g topic t: status ERR -> OK"]
+
+
+def test_status_rules_reach_the_tracker() -> None:
+    estimates = Estimates(StatusRules(window_s=30, allowed_lag=0, stop_after_s=5))
+    assert estimates.status.rules.stop_after_s == 5
+
+
+def test_unchanged_offsets_reuse_the_write_time_and_seconds_grow_with_the_clock() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    estimates.observe_watermarks({TP("t", 0): 10}, at=1010.0)  # then the topic goes quiet
+    lag = [PartitionLag("t", 0, 5, 10, 5)]
+    [first] = estimates.judge("g", lag, frozenset(), wall_now=1010.0, now=0.0)
+    [later] = estimates.judge("g", lag, frozenset(), wall_now=1070.0, now=60.0)
+    assert first.seconds is not None and later.seconds == pytest.approx(first.seconds + 60.0)
+    fresh = Estimates()
+    fresh.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    fresh.observe_watermarks({TP("t", 0): 10}, at=1010.0)
+    [computed] = fresh.judge("g", lag, frozenset(), wall_now=1070.0, now=60.0)
+    assert later.seconds == pytest.approx(computed.seconds)  # the shortcut changes nothing
+
+
+def test_every_group_of_a_tick_gets_its_status_evaluated() -> None:
+    """Found by the integration test: the first group's call used up the tick's evaluation and
+    every other group kept its first status (OK) for ever."""
+    estimates = Estimates(StatusRules(stop_after_s=5))
+    lag = [PartitionLag("t", 0, 10, 50, 40)]
+    statuses = []
+    for tick in range(12):
+        estimates.observe_watermarks({TP("t", 0): 50}, 1000.0 + tick)
+        statuses = [estimates.judge(group, lag, frozenset(), 1000.0 + tick, float(tick))[0].status
+                    for group in ("first", "second")]
+    assert statuses == ["STOP", "STOP"]
