@@ -155,7 +155,7 @@ def test_a_commit_past_the_high_watermark_is_warned_as_watch_does(
     assert done.stderr.splitlines() == [
         f"lag-exporter: warning: group {group}: committed offset 100 of {topic}/0 is beyond "
         "the high watermark 5 (log truncated?); lag reported as 0"]
-    assert done.stdout.splitlines()[1].split() == [group, topic, "0", "100", "5", "0"]
+    assert done.stdout.splitlines()[1].split() == [group, topic, "0", "100", "5", "0", "0.0"]
 
 
 def test_tsv_format_makes_cut_f_6_the_lag_column(
