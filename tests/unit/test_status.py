@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -251,3 +252,29 @@ def test_group_status_is_worst_first(statuses: list[str]) -> None:
         assert group_status(statuses) == OK
     worst = worst_status(statuses)
     assert all(PARTITION_STATUSES.index(s) <= PARTITION_STATUSES.index(worst) for s in statuses)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"window_s": 0.0}, "window_s, stop_after_s and interval_factor must be > 0"),
+    ({"stop_after_s": 0.0}, "window_s, stop_after_s and interval_factor must be > 0"),
+    ({"interval_factor": 0.0}, "window_s, stop_after_s and interval_factor must be > 0"),
+    ({"window_s": float("nan")}, "window_s, stop_after_s and interval_factor must be > 0"),
+    ({"allowed_lag": -1}, "allowed_lag must be >= 0"),
+    ({"commits_kept": 1, "min_commits_for_warn": 1},
+     "commits_kept and min_commits_for_warn must be >= 2, min_commits_for_warn <= commits_kept"),
+    ({"min_commits_for_warn": 1},
+     "commits_kept and min_commits_for_warn must be >= 2, min_commits_for_warn <= commits_kept"),
+    ({"commits_kept": 4, "min_commits_for_warn": 5},
+     "commits_kept and min_commits_for_warn must be >= 2, min_commits_for_warn <= commits_kept"),
+])
+def test_invalid_rules_are_refused_with_their_reason(changes: dict[str, float],
+                                                      message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        StatusRules(**changes)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+def test_the_smallest_valid_rules_are_accepted() -> None:
+    rules = StatusRules(window_s=1e-9, stop_after_s=1e-9, interval_factor=1e-9, allowed_lag=0,
+                        commits_kept=2, min_commits_for_warn=2)
+    assert (rules.allowed_lag, rules.commits_kept, rules.min_commits_for_warn) == (0, 2, 2)
