@@ -26,7 +26,7 @@ from lag_exporter.lag import lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sinks import DeliveryReport, Sink
-from lag_exporter.status import OK, group_status, status_changes
+from lag_exporter.status import OK, group_status, status_changes, worst_status
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class Watch:
         """One line per change of a group x topic's status (not per partition, not per tick)."""
         current = {key: value for key, value in self._statuses.items()
                    if key[0] in sample.pending_clusters}  # their sample comes later
-        worst: dict[tuple[str, str, str], str] = {}
+        worst: dict[tuple[str, str, str], tuple[int, str]] = {}
         for group_lag in sample.groups:
             if group_lag.error:  # unknown now: keep what was known
                 current.update((key, value) for key, value in self._statuses.items()
@@ -294,16 +294,18 @@ class Watch:
             for p in group_lag.partitions:
                 if p.status is not None:
                     by_topic.setdefault(p.topic, []).append(p.status)
-                    if p.status != OK:
-                        worst[(group_lag.cluster, group_lag.group, p.topic)] = \
-                            f"p{p.partition} {p.status}"
+                    key = (group_lag.cluster, group_lag.group, p.topic)
+                    named = worst.get(key)  # the most severe partition, for the log line
+                    if p.status != OK and (named is None
+                                           or worst_status((named[1], p.status)) != named[1]):
+                        worst[key] = (p.partition, p.status)
             for topic, statuses in by_topic.items():
                 current[(group_lag.cluster, group_lag.group, topic)] = group_status(statuses)
         for (cluster, group, topic), old, new in status_changes(self._statuses, current):
             if new is None:
                 continue  # no longer reported: the group or topic is gone, not recovered
-            detail = f" ({worst[(cluster, group, topic)]})" if (cluster, group, topic) in worst \
-                else ""
+            named = worst.get((cluster, group, topic))
+            detail = f" (p{named[0]} {named[1]})" if named else ""
             log.log(logging.WARNING if new != OK else logging.INFO,
                     "cluster %s group %s topic %s: status %s -> %s%s", cluster, group, topic,
                     old or "new", new, detail)

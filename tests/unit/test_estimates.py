@@ -181,3 +181,21 @@ def test_every_group_of_a_tick_gets_its_status_evaluated() -> None:
         statuses = [estimates.judge(group, lag, frozenset(), 1000.0 + tick, float(tick))[0].status
                     for group in ("first", "second")]
     assert statuses == ["STOP", "STOP"]
+
+
+def test_the_status_change_line_names_the_most_severe_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lag_exporter")
+    from lag_exporter.outbox import Outbox
+
+    mixed = GroupLag("c", "g", (PartitionLag("t", 0, 5, 9, 4, 1.0, "STOP"),
+                                PartitionLag("t", 1, 5, 9, 4, 1.0, "WARN"),
+                                PartitionLag("t", 2, 5, 9, 4, 1.0, "REWIND")))
+    fleet = OneGroupAtATime([Sample(MOMENT, (stopped_group("OK"),)), Sample(MOMENT, (mixed,))])
+    watch = Watch(fleet, Outbox(), NullSink(), summary_every_s=3600)  # type: ignore[arg-type]
+    watch._take_sample()
+    watch._take_sample()
+    watch.outbox.close()
+    assert [r.getMessage() for r in caplog.records if "status" in r.getMessage()] == [
+        "cluster c group g topic t: status OK -> ERR (p0 STOP)"]
