@@ -351,3 +351,22 @@ def test_caught_up_is_always_zero(
 ) -> None:
     history, high_watermark, at = built(steps, fact)
     assert history.seconds_behind("p", high_watermark + beyond, high_watermark, at + later) == 0.0
+
+
+@pytest.mark.parametrize("max_points, tolerance_s, message", [
+    (3, 0.5, "max_points must be at least 4"),
+    (120, -0.1, "tolerance_s must be >= 0"),
+    (120, math.nan, "tolerance_s must be >= 0"),
+])
+def test_invalid_settings_are_refused_with_their_reason(max_points: int, tolerance_s: float,
+                                                        message: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        WatermarkHistory(max_points, tolerance_s)
+    assert str(refused.value) == message
+
+
+def test_the_default_and_smallest_settings() -> None:
+    default: WatermarkHistory[str] = WatermarkHistory()
+    assert (default.max_points, default.tolerance_s) == (120, 0.5)
+    smallest: WatermarkHistory[str] = WatermarkHistory(4, 0.0)
+    assert (smallest.max_points, smallest.tolerance_s) == (4, 0.0)
