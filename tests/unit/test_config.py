@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from lag_exporter.config import (
+    ElasticsearchSettings,
+    KafkaSettings,
     check_es_url,
     check_index_name,
     check_interval,
@@ -111,3 +113,128 @@ def test_bootstrap_flag_overrides_command_config(tmp_path: Path) -> None:
 def test_spool_dir_default_is_per_user_and_index(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", "/state")
     assert default_spool_dir("consumer_lag") == Path("/state/lag-exporter/spool/consumer_lag")
+
+
+# -- settings from the command line (each a user-visible rule) ------------------------------
+
+def test_es_settings_keep_every_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LAG_EXPORTER_ES_PASSWORD", "pw-1")
+    monkeypatch.setenv("LAG_EXPORTER_ES_API_KEY", "key-2")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("a certificate\n")
+    settings = elasticsearch_settings((" http://a:9200 ,\thttps://b:9243 ",), "lag_index",
+                                      "writer", str(ca_file), 2.5)
+    assert settings == ElasticsearchSettings(
+        urls=("http://a:9200", "https://b:9243"), index="lag_index", username="writer",
+        password="pw-1", api_key="key-2", ca_file=str(ca_file), timeout_s=2.5)
+
+
+def test_es_secrets_set_empty_in_the_environment_are_absent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAG_EXPORTER_ES_PASSWORD", "")
+    monkeypatch.setenv("LAG_EXPORTER_ES_API_KEY", "")
+    settings = elasticsearch_settings(("http://a:9200",), "consumer_lag", None, None, 5.0)
+    assert settings is not None
+    assert settings.password is None and settings.api_key is None
+
+
+def test_es_settings_without_secrets_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAG_EXPORTER_ES_PASSWORD", raising=False)
+    monkeypatch.delenv("LAG_EXPORTER_ES_API_KEY", raising=False)
+    settings = elasticsearch_settings(("http://a:9200",), "consumer_lag", None, None, 5.0)
+    assert settings is not None
+    assert settings.password is None and settings.api_key is None
+    assert settings.username is None and settings.ca_file is None
+
+
+def test_every_es_url_is_checked_not_only_the_first() -> None:
+    with pytest.raises(ConfigError, match=r"malformed Elasticsearch URL 'es2:9200'"):
+        elasticsearch_settings(("http://es1:9200,es2:9200",), "consumer_lag", None, None, 5.0)
+
+
+def test_only_blanks_and_commas_mean_no_elasticsearch() -> None:
+    assert elasticsearch_settings((" , ", ""), "consumer_lag", None, None, 5.0) is None
+
+
+def test_es_username_without_password_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAG_EXPORTER_ES_PASSWORD", "")
+    with pytest.raises(ConfigError) as caught:
+        elasticsearch_settings(("http://a:9200",), "consumer_lag", "elastic", None, 5.0)
+    assert str(caught.value) == "--es-username is set but $LAG_EXPORTER_ES_PASSWORD is empty"
+
+
+def test_an_api_key_needs_no_username(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAG_EXPORTER_ES_PASSWORD", raising=False)
+    monkeypatch.setenv("LAG_EXPORTER_ES_API_KEY", "key-2")
+    settings = elasticsearch_settings(("http://a:9200",), "consumer_lag", None, None, 5.0)
+    assert settings is not None and settings.api_key == "key-2"
+
+
+def test_a_missing_es_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.pem"
+    with pytest.raises(ConfigError) as caught:
+        elasticsearch_settings(("https://a:9200",), "consumer_lag", None, str(missing), 5.0)
+    assert str(caught.value) == f"--es-ca-file {missing}: no such file"
+    with pytest.raises(ConfigError, match="no such file"):  # a directory is no CA file either
+        elasticsearch_settings(("https://a:9200",), "consumer_lag", None, str(tmp_path), 5.0)
+
+
+def test_the_es_index_flag_is_checked() -> None:
+    with pytest.raises(ConfigError, match="invalid Elasticsearch index name 'Lag'"):
+        elasticsearch_settings(("http://a:9200",), "Lag", None, None, 5.0)
+
+
+def test_es_settings_repr_shows_no_secret() -> None:
+    settings = ElasticsearchSettings(("http://a:9200",), "lag", "writer", "pw-1", "key-2")
+    assert repr(settings) == "ElasticsearchSettings(urls=('http://a:9200',), index='lag')"
+
+
+def test_kafka_settings_repr_shows_cluster_and_bootstrap_only(tmp_path: Path) -> None:
+    config = tmp_path / "client.properties"
+    config.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                      "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+                      'required username="u" password="top-secret-9";\n')
+    settings = kafka_settings("k1:9092", str(config), "dc1")
+    assert "top-secret-9" in settings.client_settings["sasl.password"]
+    assert repr(settings) == "KafkaSettings(cluster='dc1', bootstrap='k1:9092')"
+
+
+def test_kafka_settings_pass_the_command_config_warnings_on(tmp_path: Path) -> None:
+    config = tmp_path / "client.properties"
+    config.write_text("bootstrap.servers=k1:9092\nmetrics.num.samples=3\n")
+    settings = kafka_settings(None, str(config))
+    assert settings == KafkaSettings(
+        "k1:9092", {"bootstrap.servers": "k1:9092"},
+        (f"{config}: metrics.num.samples: ignored, Java-only metrics setting",))
+    assert kafka_settings("k2:9092", None) == KafkaSettings(
+        "k2:9092", {"bootstrap.servers": "k2:9092"}, ())
+
+
+def test_an_empty_bootstrap_flag_falls_back_to_the_command_config(tmp_path: Path) -> None:
+    config = tmp_path / "client.properties"
+    config.write_text("bootstrap.servers=k1:9092\n")
+    assert kafka_settings("", str(config)).client_settings == {"bootstrap.servers": "k1:9092"}
+    config.write_text("client.id=x\n")
+    with pytest.raises(ConfigError) as caught:
+        kafka_settings(None, str(config))
+    assert str(caught.value) == ("no Kafka cluster given: pass --bootstrap-server (or set "
+                                 "bootstrap.servers in the --command-config file)")
+
+
+def test_spool_dir_default_without_xdg_state_home_is_under_home(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for unset in (None, ""):
+        if unset is None:
+            monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+        else:
+            monkeypatch.setenv("XDG_STATE_HOME", unset)
+        assert default_spool_dir("lag") == tmp_path / ".local/state/lag-exporter/spool/lag"
+
+
+def test_spool_dir_default_makes_the_index_one_safe_directory_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "/state")
+    assert default_spool_dir("a.b-c_9") == Path("/state/lag-exporter/spool/a.b-c_9")
+    assert default_spool_dir("lag~dc1\u00e9") == Path("/state/lag-exporter/spool/lag_dc1_")
