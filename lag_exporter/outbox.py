@@ -69,6 +69,7 @@ FILE_KEPT_BYTES = 64 << 20
 """A spool file larger than this is started afresh once the spool is empty."""
 FORMAT_VERSION = 1
 
+# The SQL, apart from the logic that uses it.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     sequence INTEGER PRIMARY KEY,
@@ -76,6 +77,21 @@ CREATE TABLE IF NOT EXISTS spool (
     size INTEGER NOT NULL,
     body BLOB NOT NULL
 )"""
+READ_VERSION = "PRAGMA user_version"
+SET_UP = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
+          "PRAGMA journal_size_limit = 67108864", SCHEMA, f"PRAGMA user_version = {FORMAT_VERSION}")
+"""A committed batch is on disk (WAL, synchronous=FULL); the WAL file is cut back to 64 MiB."""
+COUNTS = "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(sequence) FROM spool"
+FRONT = "SELECT sequence, created_at, size FROM spool WHERE sequence > ? ORDER BY sequence"
+"""The batches not removed yet, oldest first (? = the sequence removed through)."""
+FRONT_ROW = FRONT + " LIMIT 1"
+FRONT_BATCH = ("SELECT sequence, created_at, size, body FROM spool WHERE sequence > ? "
+               "ORDER BY sequence LIMIT 1")
+INSERT = "INSERT INTO spool VALUES (?, ?, ?, ?)"
+DELETE_THROUGH = "DELETE FROM spool WHERE sequence <= ?"
+ANY_ROW = "SELECT EXISTS (SELECT 1 FROM spool)"
+FILE_BYTES = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+READ_ALL = "SELECT sequence, created_at, body FROM spool ORDER BY sequence"
 
 
 @dataclass(frozen=True)
@@ -135,15 +151,15 @@ def read_spool(spool_dir: Path) -> list[Batch]:
         return []
     uri = path.resolve().as_uri() + "?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-        rows = connection.execute(
-            "SELECT sequence, created_at, body FROM spool ORDER BY sequence").fetchall()
+        rows = connection.execute(READ_ALL).fetchall()
     return [Batch(sequence, created_at, decode(body)) for sequence, created_at, body in rows]
 
 
 def _is_corrupt(error: sqlite3.Error) -> bool:
-    name = getattr(error, "sqlite_errorname", "")
-    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or (
-        type(error) is sqlite3.DatabaseError and not name)
+    """A file that cannot be read: SQLITE_CORRUPT and SQLITE_NOTADB (and _connect's unknown
+    format) are sqlite3.DatabaseError itself; I/O, lock and full-disk errors are subclasses
+    (OperationalError), after which the same file is tried again."""
+    return type(error) is sqlite3.DatabaseError
 
 
 def _mib(size: int) -> str:
@@ -185,7 +201,7 @@ class Outbox:
         self._removed_through = -1
         """Batches on disk up to this sequence are delivered or dropped, even if their DELETE
         failed (it is retried with the next one): everything removed from disk is a prefix."""
-        self._disk_failure: str | None = None
+        self._disk_failing = False
         self._dropping_since: float | None = None
         self._dropped_in_episode = 0
         self._last_drop_at = 0.0
@@ -375,9 +391,7 @@ class Outbox:
             return
         count, freed, last = 0, 0, None
         try:
-            with contextlib.closing(self._db.execute(
-                    "SELECT sequence, created_at, size FROM spool WHERE sequence > ? "
-                    "ORDER BY sequence", (self._removed_through,))) as rows:
+            with contextlib.closing(self._db.execute(FRONT, (self._removed_through,))) as rows:
                 for sequence, created_at, size in rows:
                     if not drop(created_at, size):
                         break
@@ -402,7 +416,7 @@ class Outbox:
                 self._head = None  # the front is read again, after the watermark
             self._state.notify_all()
         try:
-            self._db.execute("DELETE FROM spool WHERE sequence <= ?", (through,))
+            self._db.execute(DELETE_THROUGH, (through,))
             self._db.commit()
             if self._disk_count == 0:
                 self._give_back_free_pages()
@@ -417,12 +431,11 @@ class Outbox:
         """After a backlog is delivered, the file would keep its peak size: start an empty one.
         Not VACUUM or incremental_vacuum (21 s for 2.2 GB), and the old file is removed in the
         background (unlinking 2 GB takes a second)."""
-        assert self._db is not None and self._spool_dir is not None
-        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-        (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
-        if pages * page_size <= FILE_KEPT_BYTES:
+        assert self._db is not None
+        assert self._spool_dir is not None
+        if self._db.execute(FILE_BYTES).fetchone()[0] <= FILE_KEPT_BYTES:
             return
-        if self._db.execute("SELECT EXISTS (SELECT 1 FROM spool)").fetchone() != (0,):
+        if self._db.execute(ANY_ROW).fetchone() != (0,):
             return  # rows the counts missed: keep them
         self._db.close()  # checkpoints and removes -wal and -shm
         self._db = None
@@ -438,9 +451,7 @@ class Outbox:
         row = None
         if self._disk_count:
             try:
-                row = self._db.execute(
-                    "SELECT sequence, created_at, size FROM spool WHERE sequence > ? "
-                    "ORDER BY sequence LIMIT 1", (self._removed_through,)).fetchone()
+                row = self._db.execute(FRONT_ROW, (self._removed_through,)).fetchone()
             except sqlite3.Error as error:
                 self._disk_failed(error)
                 return
@@ -452,9 +463,7 @@ class Outbox:
         if self._db is None:
             return None
         try:
-            row = self._db.execute(
-                "SELECT sequence, created_at, size, body FROM spool WHERE sequence > ? "
-                "ORDER BY sequence LIMIT 1", (self._removed_through,)).fetchone()
+            row = self._db.execute(FRONT_BATCH, (self._removed_through,)).fetchone()
         except sqlite3.Error as error:
             self._disk_failed(error)
             return None
@@ -481,15 +490,15 @@ class Outbox:
         if isinstance(error, sqlite3.Error) and _is_corrupt(error):
             self._quarantine_database(str(error))
             return
-        if self._disk_failure is None:
+        if not self._disk_failing:
             log.error("cannot write the spool %s: %s; samples wait in memory (at most %s)",
                       self._spool_dir, error, _mib(self.memory_max_bytes))
-        self._disk_failure = str(error)
+        self._disk_failing = True
 
     def _disk_recovered(self) -> None:
-        if self._disk_failure is not None:
+        if self._disk_failing:
             log.warning("spool %s written again", self._spool_dir)
-            self._disk_failure = None
+            self._disk_failing = False
 
     # -- the spooler thread ----------------------------------------------------------------
 
@@ -555,7 +564,7 @@ class Outbox:
             size = len(entry.body)
             try:
                 self._make_room(size)
-                self._db.execute("INSERT INTO spool VALUES (?, ?, ?, ?)",
+                self._db.execute(INSERT,
                                  (entry.sequence, entry.created_at, size, entry.body))
                 self._db.commit()
             except sqlite3.Error as error:
@@ -631,39 +640,34 @@ class Outbox:
         fresh = not path.exists() or path.stat().st_size == 0
         db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = db.execute(READ_VERSION).fetchone()[0]
             if not fresh and version != FORMAT_VERSION:
                 raise sqlite3.DatabaseError(f"unknown spool format {version}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.execute("PRAGMA journal_size_limit = 67108864")
-            db.execute(SCHEMA)
-            db.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            for statement in SET_UP:
+                db.execute(statement)
             db.commit()
-            count, total, last = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(sequence) FROM spool").fetchone()
+            count, total, last = db.execute(COUNTS).fetchone()
         except BaseException:
             db.close()
             raise
         with self._state:
             self._disk_count, self._disk_bytes = count, total
-            self._removed_through = -1 if last is None else min(self._removed_through, last)
+            self._removed_through = -1  # a new connection: all its rows are undelivered
             self._next_sequence = max(self._next_sequence, 0 if last is None else last + 1)
         self._db = db
         self._refresh_disk_front()
 
     def _quarantine_database(self, reason: str) -> None:
-        """The spool cannot be read: keep it for a post-mortem, start an empty one."""
+        """The spool cannot be read: keep it for a post-mortem, start an empty one. Without a
+        database (when that fails) the batches wait in memory until the process stops."""
         assert self._spool_dir is not None
         if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
+            self._db.close()  # sqlite3_close_v2: never fails
         self._db = None
         try:
-            moved = self._quarantine([self._spool_dir / (SPOOL_FILE + suffix)
-                                      for suffix in ("", "-wal", "-shm")])
+            self._quarantine([self._spool_dir / (SPOOL_FILE + suffix)
+                              for suffix in ("", "-wal", "-shm")])
         except OSError as error:
-            self._disk_failure = str(error)
             log.error("spool database %s is unreadable (%s) and cannot be moved away (%s); "
                       "samples wait in memory (at most %s)", self._spool_dir / SPOOL_FILE,
                       reason, error.strerror, _mib(self.memory_max_bytes))
@@ -671,14 +675,11 @@ class Outbox:
         with self._state:
             self.dropped += self._disk_count
             self._disk_count, self._disk_bytes, self._disk_front = 0, 0, None
-            self._removed_through = self._next_sequence - 1
         log.error("spool database %s is unreadable (%s): moved to %s; starting an empty spool",
-                  self._spool_dir / SPOOL_FILE, reason,
-                  moved[0].parent if moved else self._spool_dir / QUARANTINE_DIR)
+                  self._spool_dir / SPOOL_FILE, reason, self._spool_dir / QUARANTINE_DIR)
         try:
             self._connect(self._spool_dir / SPOOL_FILE)
         except (sqlite3.Error, OSError) as error:
-            self._disk_failure = str(error)
             log.error("cannot create the spool %s: %s; samples wait in memory (at most %s)",
                       self._spool_dir / SPOOL_FILE, error, _mib(self.memory_max_bytes))
 
@@ -757,7 +758,7 @@ class Outbox:
         with self._db_lock:
             for created_at, body in rows:
                 self._make_room(len(body))
-                self._db.execute("INSERT INTO spool VALUES (?, ?, ?, ?)",
+                self._db.execute(INSERT,
                                  (self._next_sequence, created_at, len(body), body))
                 with self._state:
                     if self._disk_front is None or self._disk_count == 0:

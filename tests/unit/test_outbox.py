@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -568,3 +570,183 @@ def test_a_failed_removal_is_not_sent_again_and_is_deleted_with_the_next(
     assert drain(outbox) == [1, 2]
     outbox.close()
     assert spooled(tmp_path) == []
+
+
+# -- a spool that cannot be read, opened or moved -----------------------------------------
+
+def corrupt_the_table(spool_dir: Path) -> sqlite3.Connection:
+    """Damages the spool file as a bad disk would (its table points to a page that does not
+    exist). The connection stays open, as an inspecting `sqlite3` shell would keep it: so the
+    -wal and -shm files stay too."""
+    other = sqlite3.connect(spool_dir / SPOOL_FILE)
+    other.execute("PRAGMA writable_schema = ON")
+    (version,) = other.execute("PRAGMA schema_version").fetchone()
+    other.execute("UPDATE sqlite_master SET rootpage = 9999 WHERE name = 'spool'")
+    other.execute(f"PRAGMA schema_version = {version + 1}")
+    other.commit()
+    return other
+
+
+def messages_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "lag_exporter.outbox"]
+
+
+def test_a_spool_damaged_while_running_is_moved_aside_whole_and_an_empty_one_started(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(3):
+        outbox.put(docs(n))
+    settle(outbox)
+    inspector = corrupt_the_table(tmp_path)
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        first = outbox.oldest(wait_s=0)
+        assert numbers(first) == 0
+        assert first is not None
+        outbox.delivered(first)  # removing it reads the damaged file
+    assert messages_of(caplog) == [
+        f"spool database {tmp_path / SPOOL_FILE} is unreadable (malformed database schema "
+        f"(spool) - invalid rootpage): moved to {tmp_path / 'quarantine'}; starting an empty "
+        "spool"]
+    assert quarantined(tmp_path) == [SPOOL_FILE, f"{SPOOL_FILE}-shm", f"{SPOOL_FILE}-wal"]
+    assert outbox.dropped == 2  # the two not delivered were in the damaged file
+    assert len(outbox) == 0 and outbox.queued_bytes == 0 and outbox.oldest_created_at() is None
+    assert outbox.oldest(wait_s=0) is None
+    outbox.put(docs(3))
+    settle(outbox)
+    assert spooled(tmp_path) == [3]  # in the new file
+    outbox.put(docs(4))
+    assert drain(outbox) == [3, 4]
+    outbox.put(docs(5))
+    outbox.close()
+    inspector.close()
+    restarted = Outbox(tmp_path)
+    assert drain(restarted) == [5]
+    restarted.close()
+
+
+def test_a_spool_that_cannot_be_created_again_after_damage_keeps_samples_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(2):
+        outbox.put(docs(n))
+    settle(outbox)
+    inspector = corrupt_the_table(tmp_path)
+    # A directory where SQLite puts a rollback journal: a new database cannot be created.
+    (tmp_path / f"{SPOOL_FILE}-journal").mkdir()
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        first = outbox.oldest(wait_s=0)
+        assert first is not None
+        outbox.delivered(first)
+        for n in range(2, 5):
+            outbox.put(docs(n))
+        assert drain(outbox) == [2, 3, 4]
+    messages = messages_of(caplog)
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(f"spool database {tmp_path / SPOOL_FILE} is unreadable (")
+    assert messages[1] == (f"cannot create the spool {tmp_path / SPOOL_FILE}: unable to open "
+                           "database file; samples wait in memory (at most 64.0 MiB)")
+    assert outbox.dropped == 1
+    outbox.close()
+    inspector.close()
+
+
+def test_an_unreadable_spool_that_cannot_be_moved_aside_keeps_samples_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    garbage = b"not a database at all" * 100
+    (tmp_path / SPOOL_FILE).write_bytes(garbage)
+    (tmp_path / "quarantine").write_text("a file where the directory should be")
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path, memory_max_bytes=8 << 20)
+        for n in range(3):
+            outbox.put(docs(n))
+        settle(outbox)
+        assert drain(outbox) == [0, 1, 2]
+        outbox.close()
+    assert messages_of(caplog) == [
+        f"spool database {tmp_path / SPOOL_FILE} is unreadable (file is not a database) and "
+        "cannot be moved away (File exists); samples wait in memory (at most 8.0 MiB)"]
+    assert (tmp_path / SPOOL_FILE).read_bytes() == garbage  # left as it was
+    (tmp_path / "quarantine").unlink()
+    again = Outbox(tmp_path)
+    assert len(again) == 0
+    again.close()
+    assert quarantined(tmp_path) == [SPOOL_FILE]
+
+
+@pytest.mark.parametrize("version", [0, 2])
+def test_a_database_of_another_format_is_moved_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, version: int) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILE)) as other:
+        other.execute("CREATE TABLE spool (sequence INTEGER PRIMARY KEY, other TEXT)")
+        other.execute("INSERT INTO spool VALUES (1, 'not ours')")
+        other.execute(f"PRAGMA user_version = {version}")
+        other.commit()
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path)
+    assert messages_of(caplog) == [
+        f"spool database {tmp_path / SPOOL_FILE} is unreadable (unknown spool format "
+        f"{version}): moved to {tmp_path / 'quarantine'}; starting an empty spool"]
+    assert len(outbox) == 0
+    outbox.put(docs(1))
+    outbox.close()
+    assert spooled(tmp_path) == [1]
+    assert quarantined(tmp_path) == [SPOOL_FILE]
+
+
+def test_an_empty_spool_file_is_used_and_marked_with_the_format(tmp_path: Path) -> None:
+    (tmp_path / SPOOL_FILE).write_bytes(b"")  # e.g. created, then the process was killed
+    outbox = Outbox(tmp_path)
+    outbox.put(docs(1))
+    outbox.close()
+    assert not (tmp_path / "quarantine").exists()
+    assert spooled(tmp_path) == [1]
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILE)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+
+
+def test_a_spool_that_cannot_be_opened_is_a_config_error_and_frees_the_directory(
+        tmp_path: Path) -> None:
+    (tmp_path / SPOOL_FILE).mkdir()
+    with pytest.raises(ConfigError) as caught:
+        Outbox(tmp_path)
+    assert str(caught.value) == (f"spool {tmp_path / SPOOL_FILE} cannot be opened: unable to "
+                                 "open database file")
+    (tmp_path / SPOOL_FILE).rmdir()
+    outbox = Outbox(tmp_path)  # the failed attempt let go of the directory's lock
+    outbox.close()
+
+
+def test_spool_directory_errors_say_what_to_do(tmp_path: Path) -> None:
+    holder = Outbox(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        Outbox(tmp_path)
+    assert str(caught.value) == (f"spool directory {tmp_path} is in use by another "
+                                 "lag-exporter; give each process its own --spool-dir")
+    holder.close()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        Outbox(blocker / "spool")
+    assert str(caught.value) == (f"spool directory {blocker / 'spool'} is not writable: "
+                                 "Not a directory")
+
+
+def test_quarantined_files_are_stamped_in_utc_and_never_overwritten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Etc/GMT-5")  # local time 5 h ahead: the stamp must not be it
+    time.tzset()
+    try:
+        now = time.time()
+        stamps = [time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now + d)) for d in (0, 1, 2)]
+        quarantine = tmp_path / "quarantine"
+        quarantine.mkdir()
+        for stamp in stamps:  # earlier quarantines in the seconds this test runs in
+            (quarantine / f"{stamp}-{SPOOL_FILE}").write_text("earlier")
+            (quarantine / f"{stamp}-1-{SPOOL_FILE}").write_text("earlier")
+        (tmp_path / SPOOL_FILE).write_bytes(b"not a database at all" * 100)
+        Outbox(tmp_path).close()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    new = [p.name for p in quarantine.iterdir() if p.read_bytes() != b"earlier"]
+    assert new in ([f"{stamp}-2-{SPOOL_FILE}"] for stamp in stamps)
