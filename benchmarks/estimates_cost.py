@@ -5,8 +5,11 @@
 Runs the real Sampler over a fake Kafka shaped like the scale benchmark's estate c (10,000
 partitions in topics of 10-50, 500 groups each committed on its own topics, records arriving on
 every partition every tick) twice: with seconds and status as `watch` runs them, and with both
-switched off (the sampler as it was before issue 11). Prints the CPU per sample of each (process
-time, median and p90 over the ticks after a warm-up) and the difference, and the memory of the
+switched off (the sampler as it was before issue 11), in three estates: quiet, typical (records
+arrive every second, groups commit every 5 s, as Kafka consumers do by default) and extreme
+(every commit moves every second). Prints the CPU per sample of each (process time: mean, median
+and p90 over the ticks after a warm-up), the part spent in seconds and status (timed inside
+the Estimates methods: less noisy than a difference of two runs), and the memory of the
 history and status tracker (tracemalloc). Kafka's own cost (the Kafka client process, librdkafka)
 is not in either number: compare the difference with the whole exporter's CPU at scale c in
 BENCHMARKS.md (the same work plus the client process).
@@ -15,14 +18,15 @@ BENCHMARKS.md (the same work plus the client process).
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import time
 import tracemalloc
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
+from lag_exporter.gc_tuning import relax_gc
 from lag_exporter.model import GroupOffsets, PartitionLag, TopicPartition
 from lag_exporter.sampler import Sampler
 
@@ -32,8 +36,10 @@ class EstateC:
 
     cluster = "bench"
 
-    def __init__(self, busy: bool = True) -> None:
+    def __init__(self, busy: bool = True, commit_every: int = 1) -> None:
         self.busy = busy
+        self.commit_every = commit_every
+        """Ticks between two commits of a group (staggered across groups)."""
         self.partitions_of: dict[str, list[TopicPartition]] = {}
         topics: list[list[TopicPartition]] = []
         total, n = 0, 0
@@ -48,8 +54,12 @@ class EstateC:
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
         self.tick += 1 if self.busy else 0
-        return {g: GroupOffsets(g, {tp: self.tick * 10 - 5 - (hash(g) % 5)
-                                    for tp in self.partitions_of[g]}) for g in groups}
+        offsets: dict[str, GroupOffsets | SourceError] = {}
+        for g in groups:
+            committed_at = self.tick - (self.tick + sum(map(ord, g))) % self.commit_every
+            offsets[g] = GroupOffsets(g, {tp: committed_at * 10 - 5 - (len(g) % 5)
+                                          for tp in self.partitions_of[g]})
+        return offsets
 
     def group_members(
         self, groups: Sequence[str]
@@ -91,45 +101,84 @@ class WithoutEstimates(Estimates):
         return tuple(lags)  # type: ignore[arg-type]
 
 
-def cpu_per_sample(estimates: Estimates, ticks: int, busy: bool = True) -> list[float]:
-    source = EstateC(busy)
+class TimedEstimates(Estimates):
+    """Estimates that add up the CPU time spent in them (and in the generators they consume)."""
+
+    spent = 0.0
+
+    def _timed(name: str) -> Any:  # type: ignore[misc]
+        method = getattr(Estimates, name)
+
+        def timed(self: TimedEstimates, *args: Any) -> Any:
+            started = time.process_time()
+            try:
+                return method(self, *args)
+            finally:
+                self.spent += time.process_time() - started
+        return timed
+
+    observe_watermarks = _timed("observe_watermarks")
+    record_time_requests = _timed("record_time_requests")
+    remember_record_times = _timed("remember_record_times")
+    judge = _timed("judge")
+    retain = _timed("retain")
+
+
+def cpu_per_sample(estimates: Estimates, ticks: int, busy: bool = True, commit_every: int = 1
+                   ) -> tuple[list[float], list[float]]:
+    """(CPU per sample, CPU spent in the estimates per sample), warm-up ticks left out."""
+    source = EstateC(busy, commit_every)
     clock = [0.0]
     sampler = Sampler(source, list(source.partitions_of), clock=lambda: clock[0],
                       estimates=estimates, wall_clock=lambda: 1_800_000_000.0 + clock[0])
-    costs = []
+    costs, in_estimates = [], []
     for tick in range(ticks):
         clock[0] = float(tick)
+        spent_before = getattr(estimates, "spent", 0.0)
         started = time.process_time()
         sampler.sample()
         costs.append(time.process_time() - started)
-    return costs[10:]  # warm-up: the first samples build every structure
+        in_estimates.append(getattr(estimates, "spent", 0.0) - spent_before)
+    return costs[10:], in_estimates[10:]  # warm-up: the first samples build every structure
+
+
+ESTATES = (
+    ("quiet (as the benchmark's estate: nothing moves)", False, 1),
+    ("typical (records on every partition every second, each group commits every 5 s)", True, 5),
+    ("extreme (every committed offset and end offset moves every second)", True, 1),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=120)
-    ticks = parser.parse_args().ticks
-    gc.freeze()
-    for busy in (False, True):
-        estate = ("busy (every committed offset and end offset moves every tick)" if busy
-                  else "quiet (as the benchmark's estate: nothing moves)")
+    parser.add_argument("--memory-ticks", type=int, default=200,
+                        help="extreme ticks before the memory is read (slow: tracemalloc)")
+    arguments = parser.parse_args()
+    ticks = arguments.ticks
+    relax_gc()  # as watch does
+    for estate, busy, commit_every in ESTATES:
         print(f"estate c, {estate}:")
-        results = {}
-        for name, estimates in (("without", WithoutEstimates()), ("with", Estimates())):
-            costs = sorted(cpu_per_sample(estimates, ticks, busy))
-            results[name] = (statistics.median(costs), costs[int(len(costs) * 0.9)])
-            print(f"  {name:>7} seconds and status: CPU per sample median "
-                  f"{results[name][0] * 1000:.1f} ms, p90 {results[name][1] * 1000:.1f} ms")
-        added = results["with"][0] - results["without"][0]
-        print(f"  added by seconds and status: {added * 1000:.1f} ms CPU per sample (median)")
+        without, _ = cpu_per_sample(WithoutEstimates(), ticks, busy, commit_every)
+        with_estimates, in_estimates = cpu_per_sample(TimedEstimates(), ticks, busy,
+                                                      commit_every)
+        for name, costs in (("sample without seconds and status", without),
+                            ("sample with seconds and status", with_estimates),
+                            ("of which seconds and status", in_estimates)):
+            costs = sorted(costs)
+            print(f"  {name:>34}: CPU mean {statistics.mean(costs) * 1000:6.1f} ms, "
+                  f"median {statistics.median(costs) * 1000:6.1f} ms, "
+                  f"p90 {costs[int(len(costs) * 0.9)] * 1000:6.1f} ms")
     tracemalloc.start()
     estimates = Estimates()
-    cpu_per_sample(estimates, 200)
+    cpu_per_sample(estimates, arguments.memory_ticks)
     size = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    print(f"memory of the history and status after 200 busy ticks: {size / 2**20:.1f} MiB "
+    print(f"memory of the history and status after {arguments.memory_ticks} extreme ticks: "
+          f"{size / 2**20:.1f} MiB "
           f"({len(estimates.history)} partitions, {len(estimates.status)} group partitions)")
-    print("reproduce: .venv/bin/python benchmarks/estimates_cost.py --ticks", ticks)
+    print(f"reproduce: .venv/bin/python benchmarks/estimates_cost.py --ticks {ticks} "
+          f"--memory-ticks {arguments.memory_ticks}")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,14 @@ class WatermarkHistory(Generic[Key]):
             return False
         return committed < history.fine_from
 
+    def covers(self, key: Key, offset: int | None) -> bool:
+        """True when points at full resolution lie on both sides of record `offset`: its
+        estimated write time is then bounded by two stored points, and records appended later
+        do not change it (merging the last point moves it by at most the tolerance)."""
+        history = self._histories.get(key)
+        return (history is not None and offset is not None
+                and history.fine_from <= offset < history.last_offset)
+
     def seconds_behind(
         self,
         key: Key,

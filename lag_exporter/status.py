@@ -58,6 +58,7 @@ ERR = "ERR"
 PARTITION_STATUSES = (OK, WARN, REWIND, STALL, STOP)
 """Least to most severe: STOP (nobody consumes) is worst, REWIND (re-reading) heals itself."""
 GROUP_STATUSES = (OK, WARN, ERR)
+_FOREVER = float("inf")
 _SEVERITY = {status: rank for rank, status in enumerate(PARTITION_STATUSES)}
 
 
@@ -180,25 +181,39 @@ class PartitionStatusTracker(Generic[Key]):
 
     def evaluate(self, key: Key, now: float) -> str:
         """The partition's status (one of PARTITION_STATUSES) at time `now`."""
+        return self.evaluate_until(key, now)[0]
+
+    def evaluate_until(self, key: Key, now: float) -> tuple[str, float]:
+        """(status at `now`, until): without a new `update`, the status is the same at every
+        time from `now` up to (not including) `until`, so a caller may reuse it until then.
+        Most partitions hold their status for minutes (a quiet estate: until STOP is due), and
+        re-evaluating 20,000 of them every few seconds is most of the cost of the verdict."""
         partition = self._partitions.get(key)
         if partition is None or partition.committed is None or partition.lag is None:
-            return OK
+            return OK, _FOREVER
         rules = self.rules
         if partition.lag <= rules.allowed_lag:
-            return OK
-        if partition.rewound_at is not None and now - partition.rewound_at <= rules.window_s:
-            return REWIND
-        unchanged_for = now - partition.committed_since
-        if unchanged_for > rules.stop_after_s and unchanged_for > self._stop_threshold(partition):
+            return OK, _FOREVER
+        rewound_at = partition.rewound_at
+        if rewound_at is not None and now - rewound_at <= rules.window_s:
+            return REWIND, _before(rewound_at + rules.window_s)
+        threshold = self._stop_threshold(partition)
+        if now - partition.committed_since > threshold:
             if not partition.assigned:
-                return STOP
+                return STOP, _FOREVER
             at_commit = partition.high_watermark_at_commit
             if (at_commit is not None and partition.high_watermark is not None
                     and partition.high_watermark > at_commit):
-                return STALL
-        if self._falling_behind(partition, now):
-            return WARN
-        return OK
+                return STALL, _FOREVER
+            until = _FOREVER
+        else:
+            until = _before(partition.committed_since + threshold)
+        # The trend's verdict changes only when its oldest point in the window leaves it.
+        since = now - rules.window_s
+        oldest = next((at for at, _ in partition.trend if at >= since), None)
+        if oldest is not None:
+            until = min(until, _before(oldest + rules.window_s))
+        return (WARN if self._falling_behind(partition, now) else OK), until
 
     def _stop_threshold(self, partition: _Partition) -> float:
         if not partition.gaps:
@@ -229,6 +244,12 @@ class PartitionStatusTracker(Generic[Key]):
         """Drop the partitions for which `keep(key)` is false (no longer reported)."""
         for key in [k for k in self._partitions if not keep(k)]:
             del self._partitions[key]
+
+
+def _before(moment: float) -> float:
+    """A hair before `moment`: the rules compare differences (`now - since > threshold`), which
+    float rounding can make true up to an ulp before `since + threshold`."""
+    return moment - 1e-9 - abs(moment) * 1e-12
 
 
 def _push(items: list[_T], item: _T, limit: int) -> None:

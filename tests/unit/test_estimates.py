@@ -170,6 +170,69 @@ def test_unchanged_offsets_reuse_the_write_time_and_seconds_grow_with_the_clock(
     assert later.seconds == pytest.approx(computed.seconds)  # the shortcut changes nothing
 
 
+def test_records_arriving_after_an_unmoved_commit_leave_its_write_time_as_computed() -> None:
+    """A commit that does not move while records arrive reuses its record's write time (the
+    history brackets it): the seconds equal a fresh computation at every tick."""
+    cached, lags = Estimates(), []
+    for second in range(60):  # one record a second; the consumer stays at offset 4
+        cached.observe_watermarks({TP("t", 0): second}, at=1000.0 + second)
+        lag = [PartitionLag("t", 0, 4, second, max(0, second - 4))]
+        [judged] = cached.judge("g", lag, frozenset(), 1000.0 + second, float(second))
+        lags.append((second, lag, judged.seconds))
+    for second, lag, seconds in lags[10::7]:
+        fresh = Estimates()
+        for earlier in range(second + 1):
+            fresh.observe_watermarks({TP("t", 0): earlier}, at=1000.0 + earlier)
+        [computed] = fresh.judge("g", lag, frozenset(), 1000.0 + second, float(second))
+        assert seconds == pytest.approx(computed.seconds, abs=0.01)
+        assert seconds == pytest.approx(second - 4.5, abs=0.01)  # record 4: between 4 and 5 s
+
+
+def test_a_write_time_estimated_past_the_history_is_computed_again_when_it_is_known() -> None:
+    """Judged before its end offset reached the history (the record at the commit was written
+    after the last point), the estimate is a guess between that point and now: once the history
+    brackets the record, the bracket answers, not the guess."""
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    estimates.observe_watermarks({TP("t", 0): 10}, at=1010.0)
+    [guess] = estimates.judge("g", [PartitionLag("t", 0, 12, 20, 8)], frozenset(), 1020.0, 0.0)
+    assert guess.seconds == pytest.approx(7.5)  # record 12 between 1010 and 1020
+    estimates.observe_watermarks({TP("t", 0): 20}, at=1011.0)  # a burst: 10 records in 1 s
+    estimates.observe_watermarks({TP("t", 0): 30}, at=1030.0)
+    [known] = estimates.judge("g", [PartitionLag("t", 0, 12, 30, 18)], frozenset(), 1030.0,
+                              1.0)
+    assert known.seconds == pytest.approx(1030.0 - 1010.25)
+
+
+def test_a_lag_grown_by_new_records_alone_reaches_the_verdict() -> None:
+    """The end offset moves while the commit does not: the tracker learns the new lag at the
+    next evaluation, so a consumer that stopped at lag 1 (OK) is STOP once records pile up."""
+    estimates = Estimates(StatusRules(stop_after_s=30, allowed_lag=1))
+    statuses = []
+    for second in range(60):
+        # Lag 0, then 1 (OK for good), then 10 from a burst between two evaluations.
+        high_watermark = 100 if second < 2 else 101 if second < 6 else 110
+        estimates.observe_watermarks({TP("t", 0): high_watermark}, at=1000.0 + second)
+        lag = [PartitionLag("t", 0, 100, high_watermark, max(0, high_watermark - 100))]
+        [judged] = estimates.judge("g", lag, frozenset(), 1000.0 + second, float(second))
+        statuses.append(judged.status)
+    assert statuses[:30] == ["OK"] * 30 and statuses[-1] == "STOP"
+
+
+def test_a_quiet_group_reuses_its_verdict_until_one_is_due_then_stops_on_time() -> None:
+    estimates = Estimates(StatusRules(stop_after_s=30))
+    statuses = []
+    for second in range(45):  # records for 5 s, then nothing moves: only the time passes
+        high_watermark = min(50, 10 * second)
+        estimates.observe_watermarks({TP("t", 0): high_watermark}, 1000.0 + second)
+        lag = [PartitionLag("t", 0, 10, high_watermark, max(0, high_watermark - 10))]
+        [judged] = estimates.judge("g", lag, frozenset(), 1000.0 + second, float(second))
+        assert second < 2 or judged.seconds == pytest.approx(second - 1.05)
+        statuses.append(judged.status)
+    # Evaluated every 5 s: the first evaluation after 30 s without a move says STOP.
+    assert statuses.index("STOP") == 35 and set(statuses[35:]) == {"STOP"}
+
+
 def test_every_group_of_a_tick_gets_its_status_evaluated() -> None:
     """Found by the integration test: the first group's call used up the tick's evaluation and
     every other group kept its first status (OK) for ever."""

@@ -242,6 +242,61 @@ def test_evaluate_never_raises_and_answers_in_the_vocabulary(
     assert group_status(statuses) in GROUP_STATUSES
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(sample, min_size=1, max_size=40), st.integers(0, 2),
+       st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8), st.floats(0.0, 900.0))
+def test_a_status_holds_until_the_time_evaluate_until_gives(
+    samples: list[tuple[float, int | None, int | None, bool]], allowed_lag: int,
+    fractions: list[float], wait: float
+) -> None:
+    """Estimates reuses a status until `until` without evaluating again: at every time before
+    it, evaluate must give the same answer (after it, it may or may not differ)."""
+    tracker: Tracker = PartitionStatusTracker(StatusRules(allowed_lag=allowed_lag,
+                                                          stop_after_s=60, window_s=120,
+                                                          commits_kept=6))
+    at = 0.0
+    for step, committed, high_watermark, assigned in samples:
+        at += step
+        feed(tracker, at, committed, high_watermark, assigned)
+    now = at + wait
+    status, until = tracker.evaluate_until("p", now)
+    assert status == tracker.evaluate("p", now)
+    assert until >= now - 1e-6
+    horizon = min(until, now + 2000.0)
+    for fraction in fractions:
+        later = now + fraction * (horizon - now)
+        if later < until:
+            assert tracker.evaluate("p", later) == status, (later, until)
+
+
+def test_a_stop_is_due_exactly_at_the_threshold_and_then_holds_forever() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(stop_after_s=300))
+    tracker.update("p", 1000.0, 10, 50, 40, False)
+    status, until = tracker.evaluate_until("p", 1000.0)
+    assert status == OK and 1299.99 < until <= 1300.0
+    assert tracker.evaluate_until("p", 1300.5) == (STOP, float("inf"))
+
+
+def test_a_rewind_is_reported_until_the_window_ends() -> None:
+    tracker: Tracker = PartitionStatusTracker(StatusRules(window_s=600, stop_after_s=300))
+    tracker.update("p", 0.0, 100, 200, 100, True)
+    tracker.update("p", 10.0, 50, 200, 150, True)
+    status, until = tracker.evaluate_until("p", 20.0)
+    assert status == REWIND and 609.99 < until <= 610.0
+    assert tracker.evaluate("p", 610.5) == OK
+
+
+def test_a_warning_is_reused_only_until_its_oldest_trend_point_leaves_the_window() -> None:
+    rules = StatusRules(window_s=200, stop_after_s=300)
+    tracker: Tracker = PartitionStatusTracker(rules)
+    for step in range(5):  # the lag rises at each of 5 trend points, 30 s apart
+        tracker.update("p", step * 30.0, step * 10, step * 10 + 100 + step, 100 + step, True)
+    status, until = tracker.evaluate_until("p", 120.0)
+    assert status == WARN and 199.99 < until <= 200.0
+    assert tracker.evaluate("p", 199.9) == WARN
+    assert tracker.evaluate("p", 200.5) == OK  # the point at 0 s left: 4 are too few
+
+
 @given(st.lists(st.sampled_from(PARTITION_STATUSES)))
 def test_group_status_is_worst_first(statuses: list[str]) -> None:
     if any(status in (STOP, STALL, REWIND) for status in statuses):
