@@ -10,6 +10,10 @@ Policy at a glance (the tables below are the policy):
 * ``PASS_THROUGH_KEYS``: same name and meaning in librdkafka.
 * ``RENAMED_KEYS``: same meaning, different librdkafka name.
 * ``TLS_KEYS`` / ``SASL_KEYS``: translated by dedicated code (truststore, keystore, JAAS).
+  Truststores and keystores (PEM or PKCS12 files, or inline PEM) are read here and handed to
+  librdkafka as PEM text (``ssl.ca.pem``, ``ssl.certificate.pem``, ``ssl.key.pem``): librdkafka
+  cannot read a PKCS12 truststore, a wrong password is found before any connection, and a
+  config reload (SIGHUP) sees replaced certificate files as a changed connection (rotation).
 * ``REJECTED_KEYS`` / ``REJECTED_PREFIXES``: a non-empty value is a ConfigError.
 * ``IGNORED_KEYS`` / ``IGNORED_PREFIXES``: Java-only, dropped with one warning per key.
 * ``SILENTLY_DROPPED_KEYS`` / ``SILENTLY_DROPPED_PREFIXES``: consumer/producer only, dropped.
@@ -27,9 +31,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from lag_exporter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.serialization.pkcs12 import PKCS12KeyAndCertificates
 
 __all__ = ["load_command_config", "parse_java_properties", "to_librdkafka"]
 
@@ -481,6 +488,8 @@ def _translate_tls(
                 f"{algorithm!r}; use https, or an empty value to disable hostname verification"
             )
         settings["ssl.endpoint.identification.algorithm"] = algorithm or "none"
+    else:  # Java's default since Kafka 2.0; said explicitly, whatever librdkafka's default is
+        settings["ssl.endpoint.identification.algorithm"] = "https"
 
     suites = [s.strip() for s in props.get("ssl.cipher.suites", "").split(",") if s.strip()]
     if suites:
@@ -496,8 +505,11 @@ def _translate_tls(
 def _translate_truststore(
     props: Mapping[str, str], source: str, settings: dict[str, str], warnings: list[str]
 ) -> None:
+    """The CA certificates go to librdkafka as PEM text (ssl.ca.pem), read from the file now: a
+    PKCS12 truststore is converted, and a config reload sees a replaced file as a change."""
     location = props.get("ssl.truststore.location", "")
     inline = props.get("ssl.truststore.certificates", "")
+    password = props.get("ssl.truststore.password", "")
     declared = props.get("ssl.truststore.type", "").upper()
     if location and inline:
         raise ConfigError(
@@ -511,30 +523,47 @@ def _translate_truststore(
                 "(-----BEGIN CERTIFICATE-----), continuing lines with \\n\\"
             )
         settings["ssl.ca.pem"] = inline
-    if location:
-        kind = _sniff_store("ssl.truststore.location", location, source)
-        if kind == "pem":
-            settings["ssl.ca.location"] = location
-        else:
-            what = {"jks": "a JKS", "pkcs12": "a PKCS#12"}.get(kind, "not a PEM")
-            if declared and declared not in ("PEM", "JKS", "PKCS12"):
-                what += f" (ssl.truststore.type={declared})"
-            raise ConfigError(
-                f"{source}: ssl.truststore.location: {location!r} is {what} file and librdkafka "
-                "reads only PEM CA certificates; convert it, e.g. `keytool -exportcert -rfc "
-                f"-keystore {location} -alias ALIAS -file ca.pem` (once per CA), then point "
-                "ssl.truststore.location at ca.pem and set ssl.truststore.type=PEM"
-            )
-    if props.get("ssl.truststore.password"):
+    kind = _truststore_file(location, password, declared, source, settings) if location else None
+    if password and kind != "pkcs12":
         warnings.append(
-            f"{source}: ssl.truststore.password: ignored, librdkafka reads PEM CA certificates "
-            "without a password"
+            f"{source}: ssl.truststore.password: ignored, only a PKCS12 truststore has a password"
         )
+
+
+def _truststore_file(
+    location: str, password: str, declared: str, source: str, settings: dict[str, str]
+) -> StoreKind:
+    """Reads the truststore file into settings["ssl.ca.pem"]; returns its kind."""
+    kind = _sniff_store("ssl.truststore.location", location, source)
+    if kind == "pem":
+        certificates = _pem_blocks(_read(location, "ssl.truststore.location", source),
+                                   _CERTIFICATE_BLOCK)
+        if not certificates:
+            raise ConfigError(
+                f"{source}: ssl.truststore.location: {location!r} holds no PEM certificate "
+                "(-----BEGIN CERTIFICATE-----); point it at the CA certificates"
+            )
+        settings["ssl.ca.pem"] = "".join(certificates)
+    elif kind == "pkcs12":
+        settings["ssl.ca.pem"] = _pkcs12_truststore(location, password, source)
+    else:
+        what = "a JKS" if kind == "jks" else "neither a PEM nor a PKCS12"
+        if declared and declared not in ("PEM", "JKS", "PKCS12"):
+            what += f" (ssl.truststore.type={declared})"
+        raise ConfigError(
+            f"{source}: ssl.truststore.location: {location!r} is {what} file and lag-exporter "
+            "reads PEM or PKCS12 truststores; convert it, e.g. `keytool -exportcert -rfc "
+            f"-keystore {location} -alias ALIAS -file ca.pem` (once per CA), then point "
+            "ssl.truststore.location at ca.pem and set ssl.truststore.type=PEM"
+        )
+    return kind
 
 
 def _translate_keystore(
     props: Mapping[str, str], source: str, settings: dict[str, str], warnings: list[str]
 ) -> None:
+    """The client certificate chain and key go to librdkafka as PEM text (ssl.certificate.pem,
+    ssl.key.pem), read from the file now, for the same reasons as the truststore's."""
     location = props.get("ssl.keystore.location", "")
     store_password = props.get("ssl.keystore.password", "")
     key_password = props.get("ssl.key.password", "")
@@ -575,30 +604,132 @@ def _translate_keystore(
     if kind == "pkcs12":
         if not store_password:
             raise ConfigError(
-                f"{source}: ssl.keystore.password: missing; librdkafka needs the password to "
-                "open the PKCS#12 keystore named by ssl.keystore.location, so add it"
+                f"{source}: ssl.keystore.password: missing; it is needed to open the PKCS12 "
+                "keystore named by ssl.keystore.location, so add it"
             )
-        settings["ssl.keystore.location"] = location
-        settings["ssl.keystore.password"] = store_password
-        if key_password and key_password != store_password:
-            warnings.append(
-                f"{source}: ssl.key.password: ignored, librdkafka opens a PKCS#12 keystore with "
-                "ssl.keystore.password only (re-export it with one password if login fails)"
-            )
+        settings["ssl.certificate.pem"], settings["ssl.key.pem"] = _pkcs12_keystore(
+            location, store_password, key_password, source
+        )
     elif kind == "pem":
-        # A PEM keystore file holds the key and the chain: OpenSSL picks each block out of it.
-        settings["ssl.certificate.location"] = location
-        settings["ssl.key.location"] = location
+        # A PEM keystore file holds the key and the chain, as Java's PEM keystore type.
+        text = _read(location, "ssl.keystore.location", source)
+        chain = _pem_blocks(text, _CERTIFICATE_BLOCK)
+        keys = _pem_blocks(text, _PRIVATE_KEY_BLOCK)
+        if not chain or len(keys) != 1:
+            held = "no certificate" if not chain else f"{len(keys)} private keys"
+            raise ConfigError(
+                f"{source}: ssl.keystore.location: the PEM keystore holds {held}; it needs the "
+                "certificate chain and exactly one private key"
+            )
+        settings["ssl.certificate.pem"] = "".join(chain)
+        settings["ssl.key.pem"] = keys[0]
         if key_password:
             settings["ssl.key.password"] = key_password
     else:
-        what = "a JKS" if kind == "jks" else "neither a PKCS#12 nor a PEM"
+        what = "a JKS" if kind == "jks" else "neither a PKCS12 nor a PEM"
         raise ConfigError(
-            f"{source}: ssl.keystore.location: the file is {what} keystore and librdkafka "
-            "reads only PKCS#12 or PEM; convert it, e.g. `keytool -importkeystore -srckeystore "
+            f"{source}: ssl.keystore.location: the file is {what} keystore and lag-exporter "
+            "reads only PKCS12 or PEM; convert it, e.g. `keytool -importkeystore -srckeystore "
             "KEYSTORE -destkeystore client.p12 -deststoretype PKCS12`, then point "
             "ssl.keystore.location at client.p12 and set ssl.keystore.type=PKCS12"
         )
+
+
+_CERTIFICATE_BLOCK: Final = re.compile(
+    r"-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----"
+)
+_PRIVATE_KEY_BLOCK: Final = re.compile(
+    r"-----BEGIN ((?:ENCRYPTED |RSA |EC |DSA )?PRIVATE KEY)-----[^-]*-----END \1-----"
+)
+
+
+def _pem_blocks(text: str, pattern: re.Pattern[str]) -> list[str]:
+    return [match.group(0) + "\n" for match in pattern.finditer(text)]
+
+
+def _read(path: str, key: str, source: str) -> str:
+    shown = "the file it names" if _is_secret_key(key) else repr(path)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(
+            f"{source}: {key}: cannot read {shown} ({exc.strerror or type(exc).__name__}); "
+            "check the path and its permissions"
+        ) from None
+
+
+def _read_pkcs12(
+    path: str, passwords: list[str], key: str, source: str
+) -> PKCS12KeyAndCertificates | None:
+    """The parsed store (cryptography's PKCS12KeyAndCertificates), opened with the first
+    password that works; None when none does (wrong password, or not a PKCS12 file)."""
+    from cryptography.hazmat.primitives.serialization import pkcs12  # only when TLS is used
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"{source}: {key}: cannot read the file it names "
+            f"({exc.strerror or type(exc).__name__}); check the path and its permissions"
+        ) from None
+    for password in passwords:
+        try:
+            return pkcs12.load_pkcs12(data, password.encode() if password else None)
+        except ValueError:
+            continue
+    return None
+
+
+def _pkcs12_truststore(location: str, password: str, source: str) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    store = _read_pkcs12(location, [password], "ssl.truststore.location", source)
+    if store is None:
+        which = "wrong" if password else "missing"
+        raise ConfigError(
+            f"{source}: ssl.truststore.password: {which} password for the PKCS12 truststore "
+            f"{location!r} (or the file is damaged); set ssl.truststore.password to its password"
+        )
+    certificates = [entry.certificate for entry in store.additional_certs]
+    if store.cert is not None:
+        certificates.insert(0, store.cert.certificate)
+    if not certificates:
+        raise ConfigError(
+            f"{source}: ssl.truststore.location: the PKCS12 truststore {location!r} holds no "
+            "certificate; import the CA certificates into it"
+        )
+    return "".join(cert.public_bytes(Encoding.PEM).decode() for cert in certificates)
+
+
+def _pkcs12_keystore(
+    location: str, store_password: str, key_password: str, source: str
+) -> tuple[str, str]:
+    """(certificate chain, unencrypted key) as PEM text."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    passwords = [store_password] + ([key_password] if key_password not in ("", store_password)
+                                    else [])
+    store = _read_pkcs12(location, passwords, "ssl.keystore.location", source)
+    if store is None:
+        raise ConfigError(
+            f"{source}: ssl.keystore.password: wrong password for the PKCS12 keystore named by "
+            "ssl.keystore.location (or the file is damaged); the password is not shown"
+        )
+    if store.key is None or store.cert is None:
+        raise ConfigError(
+            f"{source}: ssl.keystore.location: the PKCS12 keystore holds no private key with "
+            "its certificate; export the client key and certificate into it"
+        )
+    chain = [store.cert.certificate] + [entry.certificate for entry in store.additional_certs]
+    chain_pem = "".join(cert.public_bytes(Encoding.PEM).decode() for cert in chain)
+    key_pem = store.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    return chain_pem, key_pem
 
 
 # --------------------------------------------------------------------------- SASL

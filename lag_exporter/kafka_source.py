@@ -36,6 +36,7 @@ from confluent_kafka.cimpl import _AdminClientImpl
 
 from lag_exporter.errors import SourceError
 from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.tls_diagnosis import explain_tls_failure, is_certain_tls_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,6 +151,7 @@ class KafkaSource:
         self._last_client_error: str | None = None
         self._certain_failure = False  # the client said why requests cannot succeed
         self._connection_refused = False
+        self._tls_explained: tuple[str, str] = ("", "")  # (client error, its explanation)
         settings: dict[str, Any] = dict(client_settings)
         settings.setdefault("client.id", "lag-exporter")
         settings.setdefault("socket.timeout.ms", int(timeout_s * 1000))
@@ -407,18 +409,29 @@ class KafkaSource:
             last = self._last_client_error
         if last and "_AUTHENTICATION" in last:
             reason = f"Kafka at {self.bootstrap} refused the credentials: {last}"
+        elif last and is_certain_tls_failure(last):
+            reason = self._explain_tls(last)
         elif "_TIMED_OUT" in reason or isinstance(error, TimeoutError):
             reason = f"no answer from Kafka at {self.bootstrap} within {self.timeout_s:g} s"
             if last:
                 reason += f": {last}"
         return reason
 
+    def _explain_tls(self, client_error: str) -> str:
+        """Which certificate was refused and why (tls_diagnosis.py), once per distinct error:
+        it costs a TLS handshake of our own."""
+        if self._tls_explained[0] != client_error:
+            why = explain_tls_failure(self.bootstrap, self._settings, client_error)
+            self._tls_explained = (client_error, why or f"Kafka at {self.bootstrap}: TLS "
+                                                        f"failed: {client_error}")
+        return self._tls_explained[1]
+
     def _remember_client_error(self, error: KafkaError) -> None:
         """error_cb, run by poll() in the thread waiting. Certain failures: refused credentials;
         all brokers down after a connection was refused or a name did not resolve."""
         code = error.code()
         with self._lock:
-            if code == KafkaError._AUTHENTICATION:
+            if code == KafkaError._AUTHENTICATION or is_certain_tls_failure(error.str()):
                 self._certain_failure = True
             elif code == KafkaError._RESOLVE or (
                     code == KafkaError._TRANSPORT and "Connection refused" in error.str()):

@@ -6,10 +6,13 @@ repository's git-ignored `.cache/`; runtime state lives in the git-ignored `.sta
 
 Components (ports):
   kafka-source        Kafka 4.1 KRaft, PLAINTEXT 19092, controller 19093,
-                      SASL_PLAINTEXT 19094 (SCRAM-SHA-512, user created at format time)
+                      SASL_PLAINTEXT 19094 (SCRAM-SHA-512, user upserted at each start),
+                      SSL 19095 (server auth), MTLS 19096 (SSL, ssl.client.auth=required),
+                      SASL_SSL 19097 (SCRAM-SHA-512), OTHERHOST 19098 (SSL with a certificate
+                      for another host name, for hostname-verification tests)
   kafka-target        Kafka 4.1 KRaft, PLAINTEXT 29092, controller 29093
   elasticsearch       Elasticsearch 8.19 (integ-test-zip), security off, HTTP 19200, transport 19300
-  elasticsearch-auth  same with security on, basic auth over plain HTTP 19201, transport 19301
+  elasticsearch-auth  same with security on, basic auth over HTTPS 19201, transport 19301
   mm1                 MirrorMaker 1 (kafka.tools.MirrorMaker from Kafka 3.9), source -> target,
                       group `oasis-group`, topics `oasis\\..*`. It commits offsets every 1 s
                       (--offset.commit.interval.ms 1000; the real default is 60 s) so that
@@ -23,6 +26,13 @@ broker and restarts MirrorMaker gets exactly that). `down` only stops processes:
 any stop/start. `down --wipe` also deletes the data of the named components (all: the whole
 `.stack/`). Logs: `.stack/logs/<component>.log`. After `up`, `.stack/addresses.json` lists
 addresses and credentials.
+
+TLS: `up` makes a test certificate authority and its certificates under `.stack/tls/` when they
+are missing or expire within a day (stack/tls.py, with `cryptography`; a few tens of ms): the
+broker's and Elasticsearch's server certificate (127.0.0.1, localhost), a certificate for another
+host, a client certificate (PKCS12 and PEM), an expired client certificate and a CA that signed
+nothing. They survive restarts (components started separately must share one CA); `down --wipe`
+deletes them.
 
 Elasticsearch refuses to run as root, so its nodes run as the system user `lagexp-es` (created
 when missing); the directories above the repository get o+x so that user can reach its files.
@@ -44,6 +54,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -55,6 +66,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack import tls
+
 REPO = Path(__file__).resolve().parent.parent
 STACK_SRC = REPO / "stack"
 CACHE = REPO / ".cache"
@@ -62,6 +75,7 @@ STATE = REPO / ".stack"
 LOGS = STATE / "logs"
 RUN = STATE / "run"
 ADDRESSES = STATE / "addresses.json"
+TLS = STATE / "tls"
 
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ES_VERSION = "8.19.21"
@@ -102,6 +116,14 @@ class Kafka:
     port: int
     controller_port: int
     sasl_port: int | None = None
+    ssl_port: int | None = None
+    """SSL (server auth); the next three ports: MTLS, SASL_SSL, OTHERHOST (see the docstring)."""
+
+    def tls_ports(self) -> dict[str, int]:
+        if self.ssl_port is None:
+            return {}
+        return {"SSL": self.ssl_port, "MTLS": self.ssl_port + 1, "SASL_SSL": self.ssl_port + 2,
+                "OTHERHOST": self.ssl_port + 3}
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,7 @@ class Elastic:
 
 
 KAFKAS = {
-    "kafka-source": Kafka("kafka-source", 19092, 19093, 19094),
+    "kafka-source": Kafka("kafka-source", 19092, 19093, 19094, 19095),
     "kafka-target": Kafka("kafka-target", 29092, 29093),
 }
 ELASTICS = {
@@ -417,6 +439,11 @@ def server_properties(k: Kafka) -> str:
         sasl = (f"sasl.enabled.mechanisms={SASL_MECHANISM}\n"
                 f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
                 f"org.apache.kafka.common.security.scram.ScramLoginModule required;\n")
+    for name, port in k.tls_ports().items():
+        listeners.append(f"{name}://127.0.0.1:{port}")
+        protocols.append(f"{name}:{'SASL_SSL' if name == 'SASL_SSL' else 'SSL'}")
+    if k.tls_ports():
+        sasl += tls_server_properties()
     return f"""\
 process.roles=broker,controller
 node.id=1
@@ -437,6 +464,31 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 """
+
+
+def tls_server_properties() -> str:
+    """The broker's keystore and truststore, and what differs per TLS listener."""
+    return f"""\
+ssl.keystore.type=PKCS12
+ssl.keystore.location={TLS / "server.p12"}
+ssl.keystore.password={tls.STORE_PASSWORD}
+ssl.truststore.type=PEM
+ssl.truststore.location={TLS / "ca.pem"}
+listener.name.mtls.ssl.client.auth=required
+listener.name.otherhost.ssl.keystore.type=PKCS12
+listener.name.otherhost.ssl.keystore.location={TLS / "other-host.p12"}
+listener.name.otherhost.ssl.keystore.password={tls.STORE_PASSWORD}
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
+"""
+
+
+def ensure_tls() -> None:
+    """The test CA and certificates (stack/tls.py), made once; kept while valid."""
+    if not tls.up_to_date(TLS):
+        started = time.monotonic()
+        tls.make_all(TLS)
+        log(f"made the test CA and certificates in {TLS} in {time.monotonic() - started:.2f} s")
 
 
 def new_cluster_id() -> str:
@@ -594,10 +646,18 @@ path.logs: {node / "logs"}
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 xpack.security.enabled: {security}
-xpack.security.http.ssl.enabled: false
+xpack.security.http.ssl.enabled: {security}{es_tls_config() if e.secure else ""}
 xpack.security.transport.ssl.enabled: false
 xpack.security.enrollment.enabled: false
 """
+
+
+def es_tls_config() -> str:
+    # Elasticsearch reads only files inside its config directory: prepare_es copies them there.
+    return """
+xpack.security.http.ssl.certificate: tls/server.pem
+xpack.security.http.ssl.key: tls/server-key.pem
+xpack.security.http.ssl.certificate_authorities: [tls/ca.pem]"""
 
 
 def prepare_es(e: Elastic) -> None:
@@ -612,6 +672,10 @@ def prepare_es(e: Elastic) -> None:
                    if not line.startswith(("-Xlog:gc", "-XX:+HeapDumpOnOutOfMemoryError"))]
         (conf / "jvm.options").write_text("\n".join(options) + "\n")
     write(conf / "elasticsearch.yml", es_config(e, home))
+    if e.secure:
+        (conf / "tls").mkdir(exist_ok=True)
+        for name in ("server.pem", "server-key.pem", "ca.pem"):
+            shutil.copyfile(TLS / name, conf / "tls" / name)
     if e.secure and ES_AUTH_USERNAME not in (conf / "users").read_text():
         subprocess.run([str(home / "bin" / "elasticsearch-users"), "useradd", ES_AUTH_USERNAME,
                         "-p", ES_AUTH_PASSWORD, "-r", "superuser"],
@@ -629,14 +693,19 @@ def es_env(e: Elastic) -> dict[str, str]:
             "ES_JAVA_OPTS": ES_HEAP, "ES_TMPDIR": str(node / "tmp"), "HOME": str(node)}
 
 
+def es_url(e: Elastic) -> str:
+    return f"{'https' if e.secure else 'http'}://127.0.0.1:{e.http_port}"
+
+
 def es_request(e: Elastic, path: str, auth: tuple[str, str] | None = None) -> int:
     """HTTP status of GET path (0 when the node does not answer)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{e.http_port}{path}")
+    request = urllib.request.Request(f"{es_url(e)}{path}")
+    context = ssl.create_default_context(cafile=str(TLS / "ca.pem")) if e.secure else None
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=2) as resp:
+        with urllib.request.urlopen(request, timeout=2, context=context) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return err.code
@@ -657,7 +726,7 @@ def start_es(e: Elastic) -> Callable[[], None]:
 
 
 def check_port_free(component: str) -> None:
-    ports = {**{k: (v.port,) for k, v in KAFKAS.items()},
+    ports = {**{k: (v.port, *v.tls_ports().values()) for k, v in KAFKAS.items()},
              **{k: (v.http_port,) for k, v in ELASTICS.items()}}
     for port in ports.get(component, ()):
         if port_open(port):
@@ -684,6 +753,8 @@ def up(components: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     todo = [c for c in select(components) if not running(c)]
     for c in todo:
         check_port_free(c)
+    if any(c in ("kafka-source", "elasticsearch-auth") for c in todo):
+        ensure_tls()
     # Resolve downloads first so the JVMs below start together.
     if any(c in KAFKAS or c == "mm2" for c in todo):
         libs("kafka4")
@@ -733,9 +804,14 @@ def addresses() -> dict[str, dict[str, str]]:
                    "sasl_mechanism": SASL_MECHANISM, "sasl_username": SASL_USERNAME,
                    "sasl_password": SASL_PASSWORD,
                    "sasl_properties": str(sasl_client_properties())},
+        "source_tls": {
+            **{f"{name.lower()}_bootstrap": f"127.0.0.1:{port}"
+               for name, port in src.tls_ports().items()},
+            "dir": str(TLS), "store_password": tls.STORE_PASSWORD,
+            "other_host": tls.OTHER_HOST},
         "target": {"bootstrap": f"127.0.0.1:{tgt.port}"},
-        "elasticsearch": {"url": f"http://127.0.0.1:{es.http_port}"},
-        "elasticsearch_auth": {"url": f"http://127.0.0.1:{es_auth.http_port}",
+        "elasticsearch": {"url": es_url(es)},
+        "elasticsearch_auth": {"url": es_url(es_auth), "ca_file": str(TLS / "ca.pem"),
                                "username": ES_AUTH_USERNAME, "password": ES_AUTH_PASSWORD},
         "mm1": {"group": MM1_GROUP, "include": MM1_INCLUDE},
         "mm2": {"offsets_topic": MM2_OFFSETS_TOPIC, "topics": MM2_TOPICS},
@@ -793,6 +869,23 @@ def run_tool(name: str, args: Sequence[str], input: str | None = None,
 
 
 @dataclass(frozen=True)
+class StackTls:
+    """kafka-source's TLS listeners and the files of stack/tls.py (see its docstring)."""
+
+    ssl_bootstrap: str
+    mtls_bootstrap: str
+    sasl_ssl_bootstrap: str
+    otherhost_bootstrap: str
+    dir: Path
+    store_password: str
+    other_host: str
+
+    def path(self, name: str) -> str:
+        """A file of stack/tls.py by name, e.g. "ca.pem", "client.p12"."""
+        return str(self.dir / name)
+
+
+@dataclass(frozen=True)
 class Stack:
     """Addresses and credentials of the running stack, plus control of its components."""
 
@@ -805,10 +898,12 @@ class Stack:
     target_bootstrap: str
     es_url: str
     es_auth_url: str
+    es_auth_ca_file: str
     es_auth_username: str
     es_auth_password: str
     mm1_group: str
     mm2_offsets_topic: str
+    tls: StackTls
 
     def run_tool(self, name: str, *args: str, input: str | None = None,
                  timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -827,15 +922,22 @@ class Stack:
 def ensure_up() -> Stack:
     """Start whatever is not running (all components) and return the handle."""
     data = up()
-    src, es_auth = data["source"], data["elasticsearch_auth"]
+    src, es_auth, tls_data = data["source"], data["elasticsearch_auth"], data["source_tls"]
     return Stack(
         source_bootstrap=src["bootstrap"], source_sasl_bootstrap=src["sasl_bootstrap"],
         sasl_mechanism=src["sasl_mechanism"], sasl_username=src["sasl_username"],
         sasl_password=src["sasl_password"], sasl_properties=src["sasl_properties"],
         target_bootstrap=data["target"]["bootstrap"], es_url=data["elasticsearch"]["url"],
-        es_auth_url=es_auth["url"], es_auth_username=es_auth["username"],
+        es_auth_url=es_auth["url"], es_auth_ca_file=es_auth["ca_file"],
+        es_auth_username=es_auth["username"],
         es_auth_password=es_auth["password"], mm1_group=data["mm1"]["group"],
         mm2_offsets_topic=data["mm2"]["offsets_topic"],
+        tls=StackTls(ssl_bootstrap=tls_data["ssl_bootstrap"],
+                     mtls_bootstrap=tls_data["mtls_bootstrap"],
+                     sasl_ssl_bootstrap=tls_data["sasl_ssl_bootstrap"],
+                     otherhost_bootstrap=tls_data["otherhost_bootstrap"],
+                     dir=Path(tls_data["dir"]), store_password=tls_data["store_password"],
+                     other_host=tls_data["other_host"]),
     )
 
 

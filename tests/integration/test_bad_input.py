@@ -80,7 +80,8 @@ CASES = [
          2, "malformed Elasticsearch URL"),
     Case("refused Elasticsearch credentials",
          lambda s, d, u: ["watch", *kafka(s), "--group", "g", "--es-url", s.es_auth_url,
-                          "--es-username", s.es_auth_username, "--spool-dir", str(d / "spool")],
+                          "--es-ca-file", s.es_auth_ca_file, "--es-username",
+                          s.es_auth_username, "--spool-dir", str(d / "spool")],
          1, "Elasticsearch refused the credentials", {"LAG_EXPORTER_ES_PASSWORD": ES_SECRET}),
     Case("existing index with an incompatible mapping",
          lambda s, d, u: ["watch", *kafka(s), "--group", "g", "--es-url", s.es_url, "--es-index",
@@ -168,6 +169,7 @@ urls = ["{stack.es_auth_url}"]
 index = "secret-{unique_name}"
 username = "{stack.es_auth_username}"
 password = "{stack.es_auth_password}"
+ca_file = "{stack.es_auth_ca_file}"
 [[cluster]]
 name = "src"
 bootstrap_servers = "{stack.source_sasl_bootstrap}"

@@ -120,7 +120,7 @@ def test_elasticsearch_credentials_come_from_the_environment(
     index = f"auth-{unique_name}"
     args = ("snapshot", "--bootstrap-server", stack.source_bootstrap, "--group",
             lagging_group[1], "--es-url", stack.es_auth_url, "--es-index", index,
-            "--es-username", stack.es_auth_username)
+            "--es-username", stack.es_auth_username, "--es-ca-file", stack.es_auth_ca_file)
     refused = run_exporter(*args, env={"LAG_EXPORTER_ES_PASSWORD": "wrong-es-pass-7"})
     assert refused.returncode == 1
     assert "refused the credentials" in one_line_error(refused)

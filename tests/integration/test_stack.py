@@ -122,10 +122,11 @@ def test_elasticsearch_data_survives_restart(stack: Stack, unique_name: str) -> 
 
 
 def test_elasticsearch_auth_accepts_right_password_only(stack: Stack) -> None:
-    good = Elasticsearch(stack.es_auth_url,
+    good = Elasticsearch(stack.es_auth_url, ca_certs=stack.es_auth_ca_file,
                          basic_auth=(stack.es_auth_username, stack.es_auth_password))
     assert good.cluster.health()["status"] in ("green", "yellow")
-    bad = Elasticsearch(stack.es_auth_url, basic_auth=(stack.es_auth_username, "wrong"))
+    bad = Elasticsearch(stack.es_auth_url, ca_certs=stack.es_auth_ca_file,
+                        basic_auth=(stack.es_auth_username, "wrong"))
     with pytest.raises(AuthenticationException):
         bad.cluster.health()
     good.close()

@@ -19,6 +19,7 @@ SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"
 SECRET = "s3cr3t-Value"
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+HTTPS = {"ssl.endpoint.identification.algorithm": "https"}  # on by default under TLS, as in Java
 
 
 def sasl(jaas: str, mechanism: str | None = "PLAIN") -> dict[str, str]:
@@ -187,7 +188,7 @@ def test_unknown_and_java_only_keys_warn_once_each_naming_the_key() -> None:
         "some.mirrormaker.only.key": "42",
     }
     settings, warnings = to_librdkafka(props, "mm.properties")
-    assert settings == {"security.protocol": "SSL"}
+    assert settings == {"security.protocol": "SSL", **HTTPS}
     warned = [w.split(": ")[1] for w in warnings]
     assert warned == [
         "ssl.protocol",
@@ -272,7 +273,7 @@ def test_unknown_security_protocol_is_error() -> None:
 
 
 def test_security_protocol_is_case_insensitive() -> None:
-    assert to_librdkafka({"security.protocol": "ssl"})[0] == {"security.protocol": "SSL"}
+    assert to_librdkafka({"security.protocol": "ssl"})[0] == {"security.protocol": "SSL", **HTTPS}
 
 
 # --------------------------------------------------------------------------- SASL / JAAS
@@ -285,6 +286,7 @@ def test_plain_jaas() -> None:
         "sasl.mechanism": "PLAIN",
         "sasl.username": "alice",
         "sasl.password": "pw",
+        "ssl.endpoint.identification.algorithm": "https",
     }
     assert warnings == []
 
@@ -411,9 +413,10 @@ def test_pem_truststore_by_content(tmp_path: Path) -> None:
         "ssl.truststore.password": "changeit",
     }
     settings, warnings = to_librdkafka(props)
-    assert settings == {"security.protocol": "SSL", "ssl.ca.location": ca}
+    # read now (reload sees a replaced file), the certificates only
+    assert settings == {"security.protocol": "SSL", "ssl.ca.pem": PEM_CERT, **HTTPS}
     assert len(warnings) == 1
-    assert "ssl.truststore.password: ignored" in warnings[0]
+    assert "ssl.truststore.password: ignored, only a PKCS12 truststore" in warnings[0]
     assert "changeit" not in warnings[0]
 
 
@@ -421,8 +424,7 @@ def test_pem_truststore_by_content(tmp_path: Path) -> None:
     ("name", "data", "kind"),
     [
         ("trust.jks", b"\xfe\xed\xfe\xed\x00\x00\x00\x02", "a JKS"),
-        ("trust.p12", b"\x30\x82\x0a\x00\x02\x01\x03", "a PKCS#12"),
-        ("trust.bin", b"garbage", "not a PEM"),
+        ("trust.bin", b"garbage", "neither a PEM nor a PKCS12"),
     ],
 )
 def test_non_pem_truststore_is_error_with_conversion_advice(
@@ -452,7 +454,7 @@ def test_inline_truststore_certificates() -> None:
     assert to_librdkafka(props)[0]["ssl.ca.pem"] == PEM_CERT.strip()
 
 
-def test_pkcs12_keystore(tmp_path: Path) -> None:
+def test_damaged_pkcs12_keystore_is_error_not_showing_the_password(tmp_path: Path) -> None:
     p12 = write(tmp_path, "client.keystore", b"\x30\x82\x0a\x00")
     props = {
         "security.protocol": "SSL",
@@ -460,13 +462,10 @@ def test_pkcs12_keystore(tmp_path: Path) -> None:
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.password": "kspw",
     }
-    settings, warnings = to_librdkafka(props)
-    assert settings == {
-        "security.protocol": "SSL",
-        "ssl.keystore.location": p12,
-        "ssl.keystore.password": "kspw",
-    }
-    assert warnings == []
+    with pytest.raises(ConfigError, match=r"^<properties>: ssl\.keystore\.password: wrong "
+                       r"password .* \(or the file is damaged\)") as raised:
+        to_librdkafka(props)
+    assert "kspw" not in str(raised.value)
 
 
 def test_pkcs12_keystore_without_password_is_error(tmp_path: Path) -> None:
@@ -492,8 +491,8 @@ def test_pem_keystore_file_and_inline(tmp_path: Path) -> None:
         "ssl.key.password": "kpw",
     }
     settings, _ = to_librdkafka(props)
-    assert settings["ssl.certificate.location"] == pem
-    assert settings["ssl.key.location"] == pem
+    assert settings["ssl.certificate.pem"] == PEM_CERT
+    assert settings["ssl.key.pem"] == PEM_KEY
     assert settings["ssl.key.password"] == "kpw"
 
     inline = {
@@ -725,24 +724,22 @@ BAD: dict[str, tuple[dict[str, str], str]] = {
     "jks_truststore": (
         {**SSL, "ssl.truststore.location": "{dir}/trust.jks"},
         "c.properties: ssl.truststore.location: '{dir}/trust.jks' is a JKS file "
-        'and librdkafka reads only PEM CA certificates; convert it, e.g. `keytool'
+        'and lag-exporter reads PEM or PKCS12 truststores; convert it, e.g. `keytool'
         ' -exportcert -rfc -keystore {dir}/trust.jks -alias ALIAS -file ca.pem` '
         '(once per CA), then point ssl.truststore.location at ca.pem and set '
         'ssl.truststore.type=PEM',
     ),
-    "p12_truststore": (
+    "p12_truststore_without_password": (
         {**SSL, "ssl.truststore.location": "{dir}/trust.p12", "ssl.truststore.type": "pkcs12"},
-        "c.properties: ssl.truststore.location: '{dir}/trust.p12' is a PKCS#12 "
-        'file and librdkafka reads only PEM CA certificates; convert it, e.g. '
-        '`keytool -exportcert -rfc -keystore {dir}/trust.p12 -alias ALIAS -file '
-        'ca.pem` (once per CA), then point ssl.truststore.location at ca.pem and '
-        'set ssl.truststore.type=PEM',
+        "c.properties: ssl.truststore.password: missing password for the PKCS12 truststore "
+        "'{dir}/trust.p12' (or the file is damaged); set ssl.truststore.password to its "
+        "password",
     ),
     "unknown_truststore_type": (
         {**SSL, "ssl.truststore.location": "{dir}/other.bin", "ssl.truststore.type": "bks"},
-        "c.properties: ssl.truststore.location: '{dir}/other.bin' is not a PEM "
-        '(ssl.truststore.type=BKS) file and librdkafka reads only PEM CA '
-        'certificates; convert it, e.g. `keytool -exportcert -rfc -keystore '
+        "c.properties: ssl.truststore.location: '{dir}/other.bin' is neither a PEM nor a "
+        'PKCS12 (ssl.truststore.type=BKS) file and lag-exporter reads PEM or PKCS12 '
+        'truststores; convert it, e.g. `keytool -exportcert -rfc -keystore '
         '{dir}/other.bin -alias ALIAS -file ca.pem` (once per CA), then point '
         'ssl.truststore.location at ca.pem and set ssl.truststore.type=PEM',
     ),
@@ -779,22 +776,21 @@ BAD: dict[str, tuple[dict[str, str], str]] = {
     ),
     "p12_keystore_without_password": (
         {**SSL, "ssl.keystore.location": "{dir}/trust.p12"},
-        'c.properties: ssl.keystore.password: missing; librdkafka needs the '
-        'password to open the PKCS#12 keystore named by ssl.keystore.location, so'
-        ' add it',
+        'c.properties: ssl.keystore.password: missing; it is needed to open the '
+        'PKCS12 keystore named by ssl.keystore.location, so add it',
     ),
     "jks_keystore": (
         {**SSL, "ssl.keystore.location": "{dir}/trust.jks", "ssl.keystore.password": "pw"},
         'c.properties: ssl.keystore.location: the file is a JKS keystore and '
-        'librdkafka reads only PKCS#12 or PEM; convert it, e.g. `keytool '
+        'lag-exporter reads only PKCS12 or PEM; convert it, e.g. `keytool '
         '-importkeystore -srckeystore KEYSTORE -destkeystore client.p12 '
         '-deststoretype PKCS12`, then point ssl.keystore.location at client.p12 '
         'and set ssl.keystore.type=PKCS12',
     ),
     "unknown_keystore": (
         {**SSL, "ssl.keystore.location": "{dir}/other.bin"},
-        'c.properties: ssl.keystore.location: the file is neither a PKCS#12 nor a'
-        ' PEM keystore and librdkafka reads only PKCS#12 or PEM; convert it, e.g.'
+        'c.properties: ssl.keystore.location: the file is neither a PKCS12 nor a'
+        ' PEM keystore and lag-exporter reads only PKCS12 or PEM; convert it, e.g.'
         ' `keytool -importkeystore -srckeystore KEYSTORE -destkeystore client.p12'
         ' -deststoretype PKCS12`, then point ssl.keystore.location at client.p12 '
         'and set ssl.keystore.type=PKCS12',
@@ -969,15 +965,15 @@ BAD: dict[str, tuple[dict[str, str], str]] = {
     "jks_declared_truststore": (
         {**SSL, "ssl.truststore.location": "{dir}/trust.jks", "ssl.truststore.type": "JKS"},
         "c.properties: ssl.truststore.location: '{dir}/trust.jks' is a JKS file "
-        'and librdkafka reads only PEM CA certificates; convert it, e.g. `keytool'
+        'and lag-exporter reads PEM or PKCS12 truststores; convert it, e.g. `keytool'
         ' -exportcert -rfc -keystore {dir}/trust.jks -alias ALIAS -file ca.pem` '
         '(once per CA), then point ssl.truststore.location at ca.pem and set '
         'ssl.truststore.type=PEM',
     ),
     "pem_declared_unknown_truststore": (
         {**SSL, "ssl.truststore.location": "{dir}/other.bin", "ssl.truststore.type": "PEM"},
-        "c.properties: ssl.truststore.location: '{dir}/other.bin' is not a PEM "
-        'file and librdkafka reads only PEM CA certificates; convert it, e.g. '
+        "c.properties: ssl.truststore.location: '{dir}/other.bin' is neither a PEM nor a "
+        'PKCS12 file and lag-exporter reads PEM or PKCS12 truststores; convert it, e.g. '
         '`keytool -exportcert -rfc -keystore {dir}/other.bin -alias ALIAS -file '
         'ca.pem` (once per CA), then point ssl.truststore.location at ca.pem and '
         'set ssl.truststore.type=PEM',
@@ -1028,8 +1024,8 @@ def test_every_kind_of_key_is_handled_and_the_next_one_still_read() -> None:
         f"c.properties: ssl.protocol: ignored, {IGNORED_KEYS['ssl.protocol']}",
         "c.properties: foo.bar: ignored, not a setting lag-exporter translates to "
         "librdkafka",
-        "c.properties: ssl.truststore.password: ignored, librdkafka reads PEM CA certificates "
-        "without a password",
+        "c.properties: ssl.truststore.password: ignored, only a PKCS12 truststore has a "
+        "password",
     ]
 
 
@@ -1058,31 +1054,24 @@ def test_inline_pem_truststore_and_keystore(stores: Path) -> None:
         "ssl.keystore.certificate.chain": PEM_CERT, "ssl.key.password": "kp"})
     assert settings == {"security.protocol": "SSL", "ssl.ca.pem": PEM_CERT.strip(),
                         "ssl.key.pem": PEM_KEY.strip(), "ssl.certificate.pem": PEM_CERT.strip(),
-                        "ssl.key.password": "kp"}
+                        "ssl.key.password": "kp", "ssl.endpoint.identification.algorithm": "https"}
     assert warnings == []
 
 
 def test_pem_keystore_file_holds_key_and_chain(stores: Path) -> None:
-    pem = str(stores / "ca.pem")
-    settings, warnings = to_librdkafka({**SSL, "ssl.keystore.location": pem,
+    pem = stores / "keystore.pem"
+    pem.write_text("Bag Attributes\n" + PEM_CERT + PEM_CERT.replace("MIIB", "MIIC") + PEM_KEY)
+    settings, warnings = to_librdkafka({**SSL, "ssl.keystore.location": str(pem),
                                         "ssl.key.password": "kp"})
-    assert settings == {"security.protocol": "SSL", "ssl.certificate.location": pem,
-                        "ssl.key.location": pem, "ssl.key.password": "kp"}
+    assert settings == {"security.protocol": "SSL",
+                        "ssl.certificate.pem": PEM_CERT + PEM_CERT.replace("MIIB", "MIIC"),
+                        "ssl.key.pem": PEM_KEY, "ssl.key.password": "kp", **HTTPS}
     assert warnings == []
-
-
-def test_pkcs12_keystore_passwords(stores: Path) -> None:
-    p12 = str(stores / "trust.p12")
-    same = {**SSL, "ssl.keystore.location": p12, "ssl.keystore.password": "pw",
-            "ssl.key.password": "pw"}
-    settings, warnings = to_librdkafka(same, "c.properties")
-    assert settings == {"security.protocol": "SSL", "ssl.keystore.location": p12,
-                        "ssl.keystore.password": "pw"}
-    assert warnings == []
-    _, warnings = to_librdkafka({**same, "ssl.key.password": "other"}, "c.properties")
-    assert warnings == [
-        "c.properties: ssl.key.password: ignored, librdkafka opens a PKCS#12 keystore with "
-        "ssl.keystore.password only (re-export it with one password if login fails)"]
+    with pytest.raises(ConfigError) as raised:  # a certificate without its key
+        to_librdkafka({**SSL, "ssl.keystore.location": str(stores / "ca.pem")}, "c.properties")
+    assert str(raised.value) == (
+        "c.properties: ssl.keystore.location: the PEM keystore holds 0 private keys; it needs "
+        "the certificate chain and exactly one private key")
 
 
 def test_keystore_passwords_without_a_keystore_are_warned_about() -> None:
