@@ -116,15 +116,19 @@ class Estimates:
                            for t, n, c, h, lag, s, status in last[3])
             status_until = last[4]
         else:
-            judged, status_until = self._judge_each(group, lags, assigned, wall_now, now,
-                                                    evaluate_now)
+            judged, status_until, complete = self._judge_each(group, lags, assigned, wall_now,
+                                                              now, evaluate_now)
+            if not complete:  # some seconds may be known next tick: no shortcut then
+                self._groups.pop(group, None)
+                return judged
         self._groups[group] = (lags, assigned, wall_now, judged, status_until)
         return judged
 
     def _judge_each(self, group: str, lags: Iterable[PartitionLag],
                     assigned: frozenset[TopicPartition], wall_now: float, now: float,
-                    evaluate_now: bool) -> tuple[tuple[PartitionLag, ...], float]:
-        """The judged lags, and the earliest time one of their statuses may change."""
+                    evaluate_now: bool) -> tuple[tuple[PartitionLag, ...], float, bool]:
+        """The judged lags, the earliest time one of their statuses may change, and False
+        when the seconds of a partition with a commit and an end offset are unknown."""
         # Runs for every group x partition (22,000 at scale c): locals, no _replace.
         seconds_behind, covers = self.history.seconds_behind, self.history.covers
         record_times = self._record_times
@@ -134,6 +138,7 @@ class Estimates:
         unchanged = self._unchanged
         judged = []
         group_until = _FOREVER
+        complete = True
         for topic, partition, committed, high_watermark, lag, _, _ in lags:
             # A plain tuple equals (and hashes as) the TopicPartition NamedTuple, at less cost.
             tp = cast(TopicPartition, (topic, partition))
@@ -158,6 +163,7 @@ class Estimates:
                 seconds = seconds_behind(tp, committed, high_watermark, wall_now, record_time)
                 if seconds is None or high_watermark is None:
                     unchanged.pop(key, None)  # unknown: ask again next tick
+                    complete = complete and (committed is None or high_watermark is None)
                 else:
                     unchanged[key] = (committed, high_watermark, is_assigned, wall_now - seconds,
                                       seconds > 0.0 and covers(tp, committed))
@@ -178,7 +184,7 @@ class Estimates:
                     group_until = entry[1]
             judged.append(_new(PartitionLag, (topic, partition, committed, high_watermark,
                                               lag, seconds, status)))
-        return tuple(judged), group_until
+        return tuple(judged), group_until, complete
 
     def retain(self, groups: set[str], failed_groups: set[str],
                partitions: set[TopicPartition],
