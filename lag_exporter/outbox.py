@@ -298,7 +298,7 @@ class Outbox:
     def oldest_created_at(self) -> float | None:
         """Wall-clock time (time.time()) the oldest undelivered batch was queued; None if none."""
         with self._state:
-            if self._disk_count and self._disk_front is not None:
+            if self._disk_front is not None:  # None exactly when nothing is on disk
                 return self._disk_front[1]
             return self._memory[0].created_at if self._memory else None
 
@@ -456,7 +456,7 @@ class Outbox:
                 self._disk_failed(error)
                 return
         with self._state:
-            self._disk_front = None if row is None else (row[0], row[1], row[2])
+            self._disk_front = row
 
     def _load_disk_front(self) -> Batch | Literal[False] | None:
         """The oldest batch on disk, decoded; False if it was unreadable (and dropped)."""
@@ -589,9 +589,9 @@ class Outbox:
         """Drops the oldest batches on disk so that `size` more bytes fit in max_bytes (size 0:
         at the open, where the newest batch is kept even if larger than the bound alone)."""
         excess = self._disk_bytes + size - self.max_bytes
-        droppable = self._disk_count - (1 if size == 0 else 0)
-        if excess <= 0 or droppable <= 0:
+        if excess <= 0:
             return
+        droppable = self._disk_count - (1 if size == 0 else 0)
         freed, count = 0, 0
 
         def too_much(created_at: float, row_size: int) -> bool:
@@ -638,7 +638,7 @@ class Outbox:
     def _connect(self, path: Path) -> None:
         """Opens (or creates) the spool database and reads its counts, not its batches."""
         fresh = not path.exists() or path.stat().st_size == 0
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+        db = sqlite3.connect(path, check_same_thread=False)  # BEGIN DEFERRED ... commit()
         try:
             version = db.execute(READ_VERSION).fetchone()[0]
             if not fresh and version != FORMAT_VERSION:
@@ -652,7 +652,6 @@ class Outbox:
             raise
         with self._state:
             self._disk_count, self._disk_bytes = count, total
-            self._removed_through = -1  # a new connection: all its rows are undelivered
             self._next_sequence = max(self._next_sequence, 0 if last is None else last + 1)
         self._db = db
         self._refresh_disk_front()
@@ -761,7 +760,7 @@ class Outbox:
                 self._db.execute(INSERT,
                                  (self._next_sequence, created_at, len(body), body))
                 with self._state:
-                    if self._disk_front is None or self._disk_count == 0:
+                    if self._disk_front is None:
                         self._disk_front = (self._next_sequence, created_at, len(body))
                     self._next_sequence += 1
                     self._disk_count += 1

@@ -10,7 +10,9 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -61,6 +63,13 @@ def settle(outbox: Outbox) -> None:
 
 def spooled(tmp_path: Path) -> list[int]:
     return [int(batch.documents[0].source["p0"]) for batch in read_spool(tmp_path)]
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def size_of(n: int, padding: int = 0) -> int:
@@ -252,7 +261,8 @@ def test_memory_bound_holds_and_order_is_kept(paddings: list[int], bound: int) -
 
 # -- with a spool directory ---------------------------------------------------------------
 
-def test_spooled_batches_survive_a_restart_in_order(tmp_path: Path) -> None:
+def test_spooled_batches_survive_a_restart_in_order(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     first = Outbox(tmp_path)
     for n in range(5):
         first.put(docs(n))
@@ -260,9 +270,13 @@ def test_spooled_batches_survive_a_restart_in_order(tmp_path: Path) -> None:
     assert delivered is not None
     first.delivered(delivered)
     first.close()
-    second = Outbox(tmp_path)
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        second = Outbox(tmp_path)
+    assert messages_of(caplog) == [f"restored 4 undelivered sample(s) (0.0 MiB) from {tmp_path}"]
     assert len(second) == 4
     second.put(docs(5))
+    settle(second)
+    assert [b.sequence for b in read_spool(tmp_path)] == [1, 2, 3, 4, 5]  # continued
     assert drain(second) == [1, 2, 3, 4, 5]
     second.close()
     assert read_spool(tmp_path) == []
@@ -277,6 +291,7 @@ def test_the_spool_is_one_file_and_keeps_ids_and_times(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", SPOOL_FILE]
     batches = read_spool(tmp_path)
     assert [b.documents[0].doc_id for b in batches] == [f"id-{n}" for n in range(20)]
+    assert [b.sequence for b in batches] == list(range(20))
     assert {b.created_at for b in batches} == {1234.5}
 
 
@@ -325,7 +340,8 @@ def test_a_smaller_disk_bound_at_restart_drops_the_oldest(tmp_path: Path) -> Non
     second.close()
 
 
-def test_old_batches_on_disk_are_dropped(tmp_path: Path) -> None:
+def test_old_batches_on_disk_are_dropped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     first = Outbox(tmp_path, clock=clock)
     first.put(docs(1))
@@ -335,9 +351,12 @@ def test_old_batches_on_disk_are_dropped(tmp_path: Path) -> None:
     clock.now += 1000
     second = Outbox(tmp_path, max_age_s=1050, clock=clock)
     assert second.oldest_created_at() == clock.now - 1100
-    assert numbers(second.oldest(wait_s=0)) == 2
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        assert numbers(second.oldest(wait_s=0)) == 2
+    assert messages_of(caplog) == ["outbox: dropping the oldest samples (older than 1050 s)"]
     assert second.dropped == 1
     assert second.oldest_created_at() == clock.now - 1000
+    assert second.queued_bytes == size_of(2)
     second.close()
 
 
@@ -446,8 +465,11 @@ def test_the_previous_format_is_imported_in_order_and_bad_files_quarantined(
     (tmp_path / f"{11:020d}.json").write_text("{not json")
     (tmp_path / f"{14:020d}.json").write_text('{"created_at": 1}')  # no documents
     (tmp_path / f"{13:020d}.tmp").write_text("{half wri")
-    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
         outbox = Outbox(tmp_path, clock=FakeClock(200.0))
+        assert len(outbox) == 3 and outbox.oldest_created_at() == 103.0
+        assert [b.sequence for b in read_spool(tmp_path)] == [0, 1, 2]
+        assert outbox.queued_bytes == sum(size_of(n) for n in (3, 10, 12))
         batches = []
         while (batch := outbox.oldest(wait_s=0)) is not None:
             batches.append(batch)
@@ -460,8 +482,11 @@ def test_the_previous_format_is_imported_in_order_and_bad_files_quarantined(
     assert list(tmp_path.glob("*.json")) == [] and list(tmp_path.glob("*.tmp")) == []
     assert quarantined(tmp_path) == [f"{11:020d}.json", f"{13:020d}.tmp", f"{14:020d}.json"]
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == [f"spool {tmp_path}: imported 3 sample(s) of the previous format; moved "
-                        f"3 unreadable or temporary file(s) to {tmp_path / 'quarantine'}"]
+    assert messages == [
+        "importing 5 sample file(s) of the previous spool format",
+        f"spool {tmp_path}: imported 3 sample(s) of the previous format; moved "
+        f"3 unreadable or temporary file(s) to {tmp_path / 'quarantine'}",
+        f"restored 3 undelivered sample(s) (0.0 MiB) from {tmp_path}"]
 
 
 def test_imported_batches_come_before_new_ones(tmp_path: Path) -> None:
@@ -520,6 +545,7 @@ def test_the_file_shrinks_once_a_backlog_is_delivered(
     outbox.put(docs(-1))  # not written yet when the file is replaced: written to the new one
     drain(outbox)
     assert (tmp_path / SPOOL_FILE).stat().st_size < 100_000
+    eventually(lambda: not (tmp_path / outbox_module.DISCARDED_FILE).exists())  # in background
     outbox.put(docs(100))
     outbox.close()
     assert spooled(tmp_path) == [100]
@@ -750,3 +776,190 @@ def test_quarantined_files_are_stamped_in_utc_and_never_overwritten(
         time.tzset()
     new = [p.name for p in quarantine.iterdir() if p.read_bytes() != b"earlier"]
     assert new in ([f"{stamp}-2-{SPOOL_FILE}"] for stamp in stamps)
+
+
+# -- a failing disk, the bounds on disk, the file given back --------------------------------
+
+class CountingConnection(sqlite3.Connection):
+    """A real SQLite connection that counts the batches it was asked to write."""
+
+    inserts = 0
+
+    def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+        if sql.startswith("INSERT"):
+            CountingConnection.inserts += 1
+        return super().execute(sql, *parameters)
+
+
+def test_the_first_disk_failure_is_logged_at_once_and_retried_only_later(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_FIRST_S", 600.0)
+    monkeypatch.setattr(CountingConnection, "inserts", 0)
+    outbox = Outbox(tmp_path, memory_max_bytes=2 << 20)
+    broken = sqlite3.connect(":memory:", check_same_thread=False,
+                             factory=CountingConnection)  # has no spool table
+    with outbox._db_lock:
+        healthy, outbox._db = outbox._db, broken
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        outbox.put(docs(0))
+        eventually(lambda: bool(messages_of(caplog)))
+        with pytest.raises(AssertionError):  # no second attempt before RETRY_FIRST_S
+            eventually(lambda: CountingConnection.inserts > 1, timeout_s=1.0)
+        assert drain(outbox) == [0]  # from memory
+    assert messages_of(caplog) == [f"cannot write the spool {tmp_path}: no such table: spool; "
+                                   "samples wait in memory (at most 2.0 MiB)"]
+    assert CountingConnection.inserts == 1
+    with outbox._db_lock:
+        outbox._db = healthy
+    outbox.close()
+    broken.close()
+
+
+def test_the_disk_bound_is_exact_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sizes = [size_of(n) for n in range(5)]
+    assert len(set(sizes)) == 1
+    one = sizes[0]
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path, max_bytes=3 * one)  # exactly three fit
+        for n in range(3):
+            outbox.put(docs(n))
+        settle(outbox)
+        assert outbox.dropped == 0 and outbox.queued_bytes == 3 * one
+        outbox.close()
+        smaller = Outbox(tmp_path, max_bytes=3 * one - 1)  # one byte short: one goes
+        assert smaller.dropped == 1 and smaller.queued_bytes == 2 * one
+        smaller.close()
+    assert spooled(tmp_path) == [1, 2]
+    assert messages_of(caplog) == ["outbox: dropping the oldest samples (the spool holds 0.0 MiB)"]
+
+
+def test_a_disk_bound_smaller_than_one_batch_keeps_the_newest(tmp_path: Path) -> None:
+    first = Outbox(tmp_path)
+    for n in range(10):
+        first.put(docs(n))
+    first.close()
+    second = Outbox(tmp_path, max_bytes=1)
+    assert second.dropped == 9
+    assert drain(second) == [9]
+    second.close()
+
+
+def test_batches_removed_from_the_file_by_someone_else_are_not_waited_for(
+        tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(3):
+        outbox.put(docs(n))
+    settle(outbox)
+    outbox.close()
+    outbox = Outbox(tmp_path)
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILE)) as other:
+        other.execute("DELETE FROM spool")
+        other.commit()
+    assert outbox.oldest(wait_s=0) is None  # the disk is trusted over the counts
+    assert len(outbox) == 0 and outbox.queued_bytes == 0
+    outbox.put(docs(3))
+    assert drain(outbox) == [3]
+    outbox.close()
+
+
+def test_unreadable_batches_on_disk_are_each_dropped_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(4):
+        outbox.put(docs(n))
+    outbox.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILE)) as db:
+        db.execute("UPDATE spool SET body = x'00ff' WHERE sequence IN (1, 2)")
+        db.commit()
+    restarted = Outbox(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        first = restarted.oldest(wait_s=0)
+        assert first is restarted.oldest(wait_s=0)  # read from disk once while it is sent
+        assert first is not None
+        restarted.delivered(first)
+        assert numbers(restarted.oldest(wait_s=0)) == 3
+    assert restarted.dropped == 2
+    assert messages_of(caplog) == [
+        f"dropping unreadable sample {n} from the spool: Error -3 while decompressing data: "
+        "incorrect header check" for n in (1, 2)]
+    restarted.close()
+
+
+def test_the_file_is_given_back_only_above_its_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(20):
+        outbox.put([Document(f"r-{n}", {"p0": n, "noise": os.urandom(10_000).hex()})])
+    settle(outbox)
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILE)) as other:
+        (file_bytes,) = other.execute(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+        ).fetchone()
+    inode = (tmp_path / SPOOL_FILE).stat().st_ino
+    monkeypatch.setattr(outbox_module, "FILE_KEPT_BYTES", file_bytes)  # exactly at the bound
+    assert len(drain(outbox)) == 20
+    assert (tmp_path / SPOOL_FILE).stat().st_ino == inode  # kept
+    for n in range(20):
+        outbox.put([Document(f"r-{n}", {"p0": n, "noise": os.urandom(10_000).hex()})])
+    settle(outbox)
+    monkeypatch.setattr(outbox_module, "FILE_KEPT_BYTES", file_bytes - 1)
+    assert len(drain(outbox)) == 20
+    assert (tmp_path / SPOOL_FILE).stat().st_ino != inode  # a new, empty file
+    outbox.close()
+
+
+def test_a_file_that_cannot_be_given_back_leaves_samples_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "FILE_KEPT_BYTES", 0)
+    outbox = Outbox(tmp_path)
+    outbox.put(docs(0))
+    settle(outbox)
+    (tmp_path / outbox_module.DISCARDED_FILE / "in-the-way").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        assert drain(outbox) == [0]
+        outbox.put(docs(1))
+        outbox.put(docs(2))
+        assert drain(outbox) == [1, 2]
+    messages = messages_of(caplog)
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"cannot write the spool {tmp_path}: [Errno 21] Is a directory")
+    outbox.close()
+
+
+def test_previous_format_files_are_imported_within_the_disk_bound(tmp_path: Path) -> None:
+    for sequence in (3, 10, 12):
+        write_previous_format(tmp_path, sequence, sequence, 100.0 + sequence)
+    outbox = Outbox(tmp_path, max_bytes=1, clock=FakeClock(200.0))
+    assert outbox.dropped == 2
+    assert drain(outbox) == [12]
+    outbox.close()
+
+
+def test_previous_format_values_are_taken_as_the_old_version_wrote_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    content = {"created_at": 150, "documents": [{"id": 7, "source": [["p0", 1]]}]}
+    (tmp_path / f"{1:020d}.json").write_text(json.dumps(content))
+    (tmp_path / f"{2:020d}.tmp").write_text("{half")
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path, clock=FakeClock(200.0))
+        batch = outbox.oldest(wait_s=0)
+        outbox.close()
+    assert batch is not None
+    assert batch.documents == [Document("7", {"p0": 1})]
+    assert batch.created_at == 150.0 and isinstance(batch.created_at, float)
+    assert messages_of(caplog) == [
+        "importing 1 sample file(s) of the previous spool format",
+        f"spool {tmp_path}: imported 1 sample(s) of the previous format; moved 1 unreadable or "
+        f"temporary file(s) to {tmp_path / 'quarantine'}",
+        f"restored 1 undelivered sample(s) (0.0 MiB) from {tmp_path}"]
+    caplog.clear()
+    (tmp_path / f"{3:020d}.tmp").write_text("{half")  # only a leftover: nothing to import
+    with caplog.at_level(logging.INFO, logger="lag_exporter.outbox"):
+        Outbox(tmp_path).close()
+    assert messages_of(caplog) == [
+        f"spool {tmp_path}: imported 0 sample(s) of the previous format; moved 1 unreadable or "
+        f"temporary file(s) to {tmp_path / 'quarantine'}",
+        f"restored 1 undelivered sample(s) (0.0 MiB) from {tmp_path}"]
