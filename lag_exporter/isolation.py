@@ -94,6 +94,7 @@ class IsolatedKafkaSource:
         self._conn: Connection | None = None
         self._closed = False
         self.restarts = 0
+        self._child()  # now, not at the first call: a client replaced by a reload is warm by then
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
         return self._per_key("committed_offsets", list(groups))

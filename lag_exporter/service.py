@@ -215,12 +215,14 @@ class Watch:
             while not self._stop.is_set():
                 if self._stop.wait(max(0.0, start + tick * self.interval_s - self._clock())):
                     break
-                if self._reload_requested.is_set() and self.reload is not None:
-                    self._reload_requested.clear()
-                    self._reload()
                 self._take_sample()
                 if max_samples is not None and self.samples_taken >= max_samples:
                     break
+                # Right after a sample, so that a replaced Kafka client (new certificates) has
+                # the rest of the interval to start before the next tick: no gap in documents.
+                if self._reload_requested.is_set() and self.reload is not None:
+                    self._reload_requested.clear()
+                    self._reload()
                 skipped = ticks_to_skip(start, self.interval_s, tick, self._clock())
                 self._note_schedule(skipped)
                 tick += 1 + skipped

@@ -392,7 +392,9 @@ groups = ["{lagging[1]}"]
     outputs.append(run_exporter("--debug", "snapshot", "--bootstrap-server",
                                 stack.tls.sasl_ssl_bootstrap, "--command-config",
                                 str(tmp_path / "wrong.properties"), "--group", lagging[1]))
-    assert [done.returncode for done in outputs] == [0, 0, 2], outputs[0].stderr
+    assert [done.returncode for done in outputs] == [0, 0, 1], outputs[0].stderr
+    assert "Traceback" in outputs[2].stderr  # --debug: the traceback, still without secrets
+    assert "wrong password for the PKCS12 keystore" in outputs[2].stderr
     printed = "".join(done.stdout + done.stderr for done in outputs)
     for secret in (keystore_password, truststore_password, key_body, stack.sasl_password,
                    stack.es_auth_password):
