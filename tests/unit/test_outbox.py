@@ -520,14 +520,21 @@ def test_written_batches_survive_a_kill(tmp_path: Path) -> None:
     restarted.close()
 
 
-def test_a_batch_that_cannot_be_encoded_is_dropped_and_the_next_spooled(
-        tmp_path: Path) -> None:
+def test_a_batch_that_cannot_be_encoded_is_dropped_and_the_next_spooled_at_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RETRY_FIRST_S", 600.0)  # not a disk failure: no pause
     outbox = Outbox(tmp_path)
-    outbox.put(docs(1))
-    outbox.put([Document("bad", {"p0": {1, 2}})])  # a set: not JSON
-    outbox.put(docs(3))
-    settle(outbox)
-    assert outbox.dropped == 1
+    with caplog.at_level(logging.WARNING, logger="lag_exporter.outbox"):
+        outbox.put(docs(1))
+        outbox.put([Document("bad", {"p0": {1, 2}})])  # a set: not JSON
+        outbox.put([Document("worse", {"p0": {3}})])
+        outbox.put(docs(3))
+        settle(outbox)
+    assert outbox.dropped == 2
+    assert messages_of(caplog) == [
+        f"dropping sample {n}: cannot encode it: Object of type set is not JSON serializable"
+        for n in (1, 2)]
     outbox.close()
     assert spooled(tmp_path) == [1, 3]
 
@@ -963,3 +970,28 @@ def test_previous_format_values_are_taken_as_the_old_version_wrote_them(
         f"spool {tmp_path}: imported 0 sample(s) of the previous format; moved 1 unreadable or "
         f"temporary file(s) to {tmp_path / 'quarantine'}",
         f"restored 1 undelivered sample(s) (0.0 MiB) from {tmp_path}"]
+
+
+def test_a_spool_directory_is_created_with_its_parents(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "state" / "spool")
+    outbox.put(docs(1))
+    outbox.close()
+    assert spooled(tmp_path / "state" / "spool") == [1]
+
+
+def test_a_failed_import_leaves_the_files_not_imported_in_place(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import commits in chunks of IMPORT_CHUNK_BYTES: what a failure interrupts stays."""
+    sizes = {size_of(n) for n in (1, 2, 3)}
+    assert len(sizes) == 1
+    monkeypatch.setattr(outbox_module, "IMPORT_CHUNK_BYTES", sizes.pop())  # two per chunk
+    for n in (1, 2, 3):
+        write_previous_format(tmp_path, n, n, 100.0 + n)
+    write_previous_format(tmp_path, 4, 4, float("nan"))  # a time SQLite refuses
+    with caplog.at_level(logging.ERROR, logger="lag_exporter.outbox"):
+        Outbox(tmp_path, clock=FakeClock(200.0)).close()
+    assert messages_of(caplog) == [
+        f"could not import the previous spool format from {tmp_path}: NOT NULL constraint "
+        "failed: spool.created_at (left there)"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [f"{n:020d}.json" for n in (3, 4)]
