@@ -26,6 +26,8 @@ STATUS_EVERY_S = 5.0
 rules work on scales of 30 s and more, and evaluating 22,000 partitions every tick costs ~12 ms.
 Even then only the partitions whose offsets moved, or whose status may be due to change
 (`evaluate_until`), are evaluated."""
+_LastTick = tuple[tuple[PartitionLag, ...], frozenset[TopicPartition], float,
+                  tuple[PartitionLag, ...], float, tuple[bool, ...]]
 _FOREVER = float("inf")
 _NEVER = float("-inf")
 _new = tuple.__new__
@@ -57,10 +59,10 @@ class Estimates:
         self._evaluation_at = float("nan")
         """The `now` of the tick whose statuses are evaluated (the sampler passes one `now`
         to every group of a sample)."""
-        self._groups: dict[str, tuple[tuple[PartitionLag, ...], frozenset[TopicPartition],
-                                      float, tuple[PartitionLag, ...], float]] = {}
+        self._groups: dict[str, _LastTick] = {}
         """Per group, the last tick: (lags as computed, assignment, wall time, judged lags, the
-        earliest time one of its statuses may change)."""
+        earliest time one of its statuses may change, per partition whether the history
+        brackets the write time of the record at its committed offset)."""
         self._unchanged: dict[tuple[str, TopicPartition],
                               tuple[int | None, int, bool, float, bool]] = {}
         """Per group x partition: (committed, high watermark, assigned, write time of the
@@ -111,24 +113,32 @@ class Estimates:
             # Nothing moved since the last tick (most groups at scale, between commits) and no
             # status is due: each record was written when it was, so the seconds only age.
             age = wall_now - last[2]
-            judged = tuple(_new(PartitionLag, (t, n, c, h, lag, s + age if s and lag else s,
-                                               status))
+            judged = tuple(_new(PartitionLag, (t, n, c, h, lag, s + age if s else s, status))
                            for t, n, c, h, lag, s, status in last[3])
-            status_until = last[4]
+            status_until, bracketed = last[4], last[5]
+        elif last is not None and not evaluate_now and last[1] == assigned and (
+                shortcut := _only_end_offsets_moved(lags, last[3], last[5],
+                                                    wall_now - last[2])) is not None:
+            # Their statuses learn the new lags at the next evaluation, by _judge_each.
+            judged, status_until, bracketed = shortcut, _NEVER, last[5]
         else:
-            judged, status_until, complete = self._judge_each(group, lags, assigned, wall_now,
-                                                              now, evaluate_now)
-            if not complete:  # some seconds may be known next tick: no shortcut then
+            judged, status_until, every_bracketed = self._judge_each(
+                group, lags, assigned, wall_now, now, evaluate_now)
+            if every_bracketed is None:  # some seconds may be known next tick: no shortcut
                 self._groups.pop(group, None)
                 return judged
-        self._groups[group] = (lags, assigned, wall_now, judged, status_until)
+            bracketed = every_bracketed
+        self._groups[group] = (lags, assigned, wall_now, judged, status_until, bracketed)
         return judged
 
     def _judge_each(self, group: str, lags: Iterable[PartitionLag],
                     assigned: frozenset[TopicPartition], wall_now: float, now: float,
-                    evaluate_now: bool) -> tuple[tuple[PartitionLag, ...], float, bool]:
-        """The judged lags, the earliest time one of their statuses may change, and False
-        when the seconds of a partition with a commit and an end offset are unknown."""
+                    evaluate_now: bool
+                    ) -> tuple[tuple[PartitionLag, ...], float, tuple[bool, ...] | None]:
+        """The judged lags, the earliest time one of their statuses may change, and per
+        partition whether the history brackets the write time of the record at its committed
+        offset, or None instead when the seconds of a partition with a commit and an end
+        offset are unknown."""
         # Runs for every group x partition (22,000 at scale c): locals, no _replace.
         seconds_behind, covers = self.history.seconds_behind, self.history.covers
         record_times = self._record_times
@@ -139,6 +149,7 @@ class Estimates:
         judged = []
         group_until = _FOREVER
         complete = True
+        bracketed: list[bool] = []
         for topic, partition, committed, high_watermark, lag, _, _ in lags:
             # A plain tuple equals (and hashes as) the TopicPartition NamedTuple, at less cost.
             tp = cast(TopicPartition, (topic, partition))
@@ -157,6 +168,7 @@ class Estimates:
                 moved = last[1] != high_watermark
                 if moved:  # the lag changed: judged at the next evaluation
                     unchanged[key] = (committed, high_watermark, is_assigned, last[3], True)
+                bracketed.append(last[4])
             else:
                 record_time = (record_times.get((tp, committed))
                                if record_times and committed is not None else None)
@@ -164,9 +176,12 @@ class Estimates:
                 if seconds is None or high_watermark is None:
                     unchanged.pop(key, None)  # unknown: ask again next tick
                     complete = complete and (committed is None or high_watermark is None)
+                    bracketed.append(False)
                 else:
+                    settled = seconds > 0.0 and covers(tp, committed)
                     unchanged[key] = (committed, high_watermark, is_assigned, wall_now - seconds,
-                                      seconds > 0.0 and covers(tp, committed))
+                                      settled)
+                    bracketed.append(settled)
                 committed_moved = moved = True
             status = None
             if judge_status:
@@ -184,7 +199,7 @@ class Estimates:
                     group_until = entry[1]
             judged.append(_new(PartitionLag, (topic, partition, committed, high_watermark,
                                               lag, seconds, status)))
-        return tuple(judged), group_until, complete
+        return tuple(judged), group_until, tuple(bracketed) if complete else None
 
     def retain(self, groups: set[str], failed_groups: set[str],
                partitions: set[TopicPartition],
@@ -202,3 +217,30 @@ class Estimates:
                         if group in groups or group in failed_groups}
         self._record_times = {key: value for key, value in self._record_times.items()
                               if key in committed}
+
+
+def _only_end_offsets_moved(lags: Sequence[PartitionLag], last: Sequence[PartitionLag],
+                            bracketed_by_history: Sequence[bool], age: float
+                            ) -> tuple[PartitionLag, ...] | None:
+    """`lags` judged from the last tick's judged lags when no commit moved and every end
+    offset that moved grew past a record whose write time the history brackets (a group
+    between two commits while records arrive: most groups, most ticks): the seconds age,
+    statuses stay as they were. None when that does not hold."""
+    if len(lags) != len(last) or age < 0.0:
+        return None
+    judged = []
+    for now_lag, last_lag, bracketed in zip(lags, last, bracketed_by_history, strict=True):
+        topic, partition, committed, high_watermark, lag, _, _ = now_lag
+        _, _, _, last_high_watermark, _, seconds, status = last_lag
+        if committed != last_lag[2] or partition != last_lag[1] or topic != last_lag[0]:
+            return None
+        if high_watermark == last_high_watermark:
+            seconds = seconds + age if seconds else seconds  # 0: caught up, stays 0
+        elif (bracketed and high_watermark is not None and last_high_watermark is not None
+              and high_watermark > last_high_watermark and seconds):
+            seconds = seconds + age  # the same record, written when it was
+        else:
+            return None
+        judged.append(_new(PartitionLag, (topic, partition, committed, high_watermark, lag,
+                                          seconds, status)))
+    return tuple(judged)

@@ -204,6 +204,41 @@ def test_a_write_time_estimated_past_the_history_is_computed_again_when_it_is_kn
     assert known.seconds == pytest.approx(1030.0 - 1010.25)
 
 
+def test_a_consumer_keeping_5_s_behind_stays_5_s_behind() -> None:
+    estimates = Estimates()
+    for second in range(40):  # a record a second, two partitions, commits every second
+        high_watermarks = {TP("t", 0): second, TP("t", 1): second}
+        estimates.observe_watermarks(high_watermarks, at=1000.0 + second)
+        committed = max(0, second - 5)
+        lags = [PartitionLag("t", p, committed, second, second - committed) for p in (0, 1)]
+        judged = estimates.judge("g", lags, frozenset(), 1000.0 + second, float(second))
+        if second >= 10:
+            assert [p.seconds for p in judged] == [pytest.approx(4.5), pytest.approx(4.5)]
+
+
+def test_seconds_are_0_when_the_log_is_truncated_below_an_unmoved_commit() -> None:
+    estimates = Estimates()
+    for second in range(70):  # a record a second; then the log is cut at 10 (commit at 50)
+        high_watermark = second if second < 62 else 10  # 62: not a 5 s evaluation tick
+        estimates.observe_watermarks({TP("t", 0): high_watermark}, at=1000.0 + second)
+        lag = [PartitionLag("t", 0, 50, high_watermark, max(0, high_watermark - 50))]
+        [judged] = estimates.judge("g", lag, frozenset(), 1000.0 + second, float(second))
+        assert second < 62 or judged.seconds == 0.0, second
+
+
+def test_seconds_are_never_negative_when_the_wall_clock_steps_back() -> None:
+    estimates = Estimates()
+    seen = []
+    for second in range(30):  # NTP steps the wall clock back 20 s at second 22
+        wall = 1000.0 + second - (20.0 if second >= 22 else 0.0)
+        high_watermark = second
+        estimates.observe_watermarks({TP("t", 0): high_watermark}, at=wall)
+        lag = [PartitionLag("t", 0, 3, high_watermark, max(0, high_watermark - 3))]
+        [judged] = estimates.judge("g", lag, frozenset(), wall, float(second))
+        seen.append(judged.seconds)
+    assert all(seconds is None or seconds >= 0.0 for seconds in seen), seen
+
+
 def test_a_lag_grown_by_new_records_alone_reaches_the_verdict() -> None:
     """The end offset moves while the commit does not: the tracker learns the new lag at the
     next evaluation, so a consumer that stopped at lag 1 (OK) is STOP once records pile up."""
