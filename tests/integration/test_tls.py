@@ -311,7 +311,10 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
         keystore = f"ssl.keystore.type=PEM\nssl.keystore.location={live / 'keystore.pem'}\n"
 
     def install(name: str) -> None:
-        if file_format == "PKCS12":
+        if name == "damaged":  # e.g. a half-written file: the reload is rejected
+            replace_file(live / ("client.p12" if file_format == "PKCS12" else "keystore.pem"),
+                         b"\x30\x82\x05")
+        elif file_format == "PKCS12":
             replace_file(live / "client.p12", (tmp_path / f"{name}.p12").read_bytes())
         else:
             replace_file(live / "keystore.pem", (tmp_path / f"{name}.pem").read_bytes()
@@ -329,6 +332,10 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
             return [doc_time(d) for d in exporter.documents(group) if d["topic"] == topic]
 
         wait_for(lambda: len(stamps()) >= 3, 60, "documents over mutual TLS")
+        install("damaged")
+        exporter.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("config reload rejected" in line for line in exporter.log()), 20,
+                 "the rejected reload")
         install("second")
         reloaded_at = time.time()
         exporter.process.send_signal(signal.SIGHUP)
@@ -337,13 +344,17 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
         wait_for(lambda: len([t for t in stamps() if t > reloaded_at]) >= 5, 30,
                  "documents after the rotation")
         # Every tick has its document, through the reload (interval 1 s; a skipped tick: 2 s).
-        assert largest_gap(stamps()) < 1.5, stamps()
+        gaps = [(round(a - reloaded_at, 2), round(b - a, 2))
+                 for a, b in itertools.pairwise(stamps())]
+        assert largest_gap(stamps()) < 1.5, (gaps, exporter.log())
         assert exporter.documents(group)[-1]["lag_total"] == 9
         # The files are really read again: an expired certificate now fails the group.
         install("expired")
         exporter.process.send_signal(signal.SIGHUP)
         wait_for(lambda: any("expired on" in line for line in exporter.log()), 30,
                  "the expired certificate's refusal")
+    rejected = [line for line in exporter.log() if "config reload rejected" in line]
+    assert len(rejected) == 1 and "client.properties: ssl.keystore" in rejected[0], rejected
     refusals = [line for line in exporter.log() if "expired on" in line]
     assert "CN=lagexp-old" in refusals[0], refusals
     assert sum("config reloaded" in line for line in exporter.log()) == 2
