@@ -223,11 +223,27 @@ def test_wait_until_empty() -> None:
         assert batch is not None
         outbox.delivered(batch)
 
-    delivery = threading.Thread(target=deliver)
+    delivery = threading.Timer(0.05, deliver)  # after the wait below has begun
     delivery.start()
-    assert outbox.wait_until_empty(timeout_s=30)
+    assert outbox.wait_until_empty(timeout_s=0.9)  # less than a second is waited too
     delivery.join()
+    outbox.put(docs(2))
+    assert not outbox.wait_until_empty(timeout_s=0.05)  # nobody delivers: gives up in time
     outbox.close()
+
+
+def test_close_can_be_called_twice_and_nothing_is_handed_out_after_it(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in range(3):
+        outbox.put(docs(n))
+    settle(outbox)
+    first = outbox.oldest(wait_s=0)
+    assert first is not None
+    outbox.delivered(first)
+    outbox.close()
+    outbox.close()
+    assert outbox.oldest(wait_s=0) is None  # the rest is on disk, for the next start
+    assert spooled(tmp_path) == [1, 2]
 
 
 def test_encoding_round_trips() -> None:
@@ -236,11 +252,23 @@ def test_encoding_round_trips() -> None:
     assert decode(encode(documents)) == documents
 
 
-@pytest.mark.parametrize("body", [b"", b"garbage", zlib.compress(b"{}"),
-                                  zlib.compress(b"[[1, {}]]"), zlib.compress(b"[[\"a\", 1]]")])
-def test_decode_rejects_what_encode_did_not_make(body: bytes) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"", "Error -5 while decompressing data: incomplete or truncated stream"),
+    (b"garbage", "Error -3 while decompressing data: incorrect header check"),
+    (zlib.compress(b"{}"), "not a list of documents"),
+    (zlib.compress(b"[[1, {}]]"), "not an [id, source] pair"),
+    (zlib.compress(b'[["a", 1]]'), "not an [id, source] pair")])
+def test_decode_rejects_what_encode_did_not_make(body: bytes, reason: str) -> None:
+    with pytest.raises(ValueError) as caught:
         decode(body)
+    assert str(caught.value) == reason
+
+
+def test_the_spool_format_is_compact_json_at_zlib_level_1() -> None:
+    """As documented: fast to write (level 1) and readable by any zlib and JSON tool."""
+    documents = [Document("a", {"p0": 1, "topic": "t"})]
+    compact = b'[["a",{"p0":1,"topic":"t"}]]'
+    assert encode(documents) == zlib.compress(compact, 1)
 
 
 @settings(max_examples=60, deadline=None)
