@@ -469,8 +469,8 @@ def main() -> int:
           f"group {GROUP}, {args.rate:g} records/s over {args.partitions} partitions")
     print("exporter: " + " ".join(exporter_command()).replace(str(REPO) + "/", ""))
     print("\n".join(lines))
-    print("reproduce: scripts/stack up && .venv/bin/python benchmarks/mm1_commit_60s.py "
-          + " ".join(sys.argv[1:]))
+    print(" ".join(["reproduce: scripts/stack up && .venv/bin/python benchmarks/mm1_commit_60s.py",
+                    *sys.argv[1:]]))
     return code
 
 
