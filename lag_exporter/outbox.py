@@ -274,7 +274,7 @@ class Outbox:
         with self._db_lock:
             with self._state:
                 front = self._disk_front
-                on_disk = self._disk_count > 0 and front is not None and front[0] == batch.sequence
+                on_disk = front is not None and front[0] == batch.sequence
                 if (not self._disk_count and self._memory
                         and self._memory[0].sequence == batch.sequence):
                     self._forget(self._memory.popleft())

@@ -153,6 +153,8 @@ def test_oldest_created_at_and_queued_bytes() -> None:
     clock.now += 1
     outbox.put(docs(2))
     assert outbox.oldest_created_at() == 5000.0
+    oldest = outbox.oldest(wait_s=0)
+    assert oldest is not None and oldest.created_at == 5000.0
     assert outbox.queued_bytes > 0
     drain(outbox)
     assert outbox.oldest_created_at() is None
@@ -209,6 +211,26 @@ def test_put_does_not_wait_for_a_slow_delivery(tmp_path: Path) -> None:
     sink_answered.set()
     delivery.join()
     assert drain(outbox) == list(range(1, 50))
+    outbox.close()
+
+
+def test_a_batch_reported_delivered_twice_or_after_it_was_dropped_is_harmless() -> None:
+    clock = FakeClock()
+    outbox = Outbox(max_age_s=60, clock=clock)
+    outbox.put(docs(1))
+    first = outbox.oldest(wait_s=0)
+    assert first is not None
+    outbox.delivered(first)
+    outbox.delivered(first)  # e.g. the sink's retry reported it again
+    outbox.put(docs(2))
+    second = outbox.oldest(wait_s=0)
+    assert second is not None
+    clock.now += 61
+    assert outbox.oldest(wait_s=0) is None  # dropped (too old) while it was being sent
+    outbox.delivered(second)
+    assert len(outbox) == 0 and outbox.dropped == 1
+    outbox.put(docs(3))
+    assert drain(outbox) == [3]
     outbox.close()
 
 
