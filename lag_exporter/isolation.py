@@ -10,9 +10,11 @@ the affected sample reports the cluster as failing and the next one starts a fre
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import signal
+import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -83,6 +85,19 @@ def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: 
             conn.send(SourceError(f"{type(error).__name__}: {error}"))
 
 
+_OPEN_SOURCES: weakref.WeakSet[IsolatedKafkaSource] = weakref.WeakSet()
+
+
+@atexit.register  # after multiprocessing's own exit handler is registered, so it runs first
+def _close_open_sources() -> None:
+    """The child ignores SIGTERM, so multiprocessing's exit handler, which terminates daemon
+    children and then joins them, would wait forever for a child whose source was not closed
+    (seen: a log line failing with BrokenPipeError during shutdown skipped the fleet's close and
+    the process never exited). Kill them here."""
+    for source in list(_OPEN_SOURCES):
+        source.close()
+
+
 class IsolatedKafkaSource:
     """Same interface as KafkaSource; every call goes to the child process."""
 
@@ -94,6 +109,7 @@ class IsolatedKafkaSource:
         self._conn: Connection | None = None
         self._closed = False
         self.restarts = 0
+        _OPEN_SOURCES.add(self)
         self._child()  # now, not at the first call: a client replaced by a reload is warm by then
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
