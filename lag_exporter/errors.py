@@ -13,6 +13,14 @@ class ConfigError(LagExporterError):
     exit_code = 2
 
 
+class StorePasswordError(ConfigError):
+    """A keystore or truststore password that does not open its file: refused credentials,
+    exit 1 like a password the broker refuses (the issue's contract for TLS failures); on a
+    reload it is still a configuration error, so the running configuration is kept."""
+
+    exit_code = 1
+
+
 class SourceError(LagExporterError):
     """Kafka could not answer (unreachable, refused credentials, unknown group)."""
 

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Literal
 
-from lag_exporter.errors import ConfigError
+from lag_exporter.errors import ConfigError, StorePasswordError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.serialization.pkcs12 import PKCS12KeyAndCertificates
@@ -688,7 +688,7 @@ def _pkcs12_truststore(location: str, password: str, source: str) -> str:
     store = _read_pkcs12(location, [password], "ssl.truststore.location", source)
     if store is None:
         which = "wrong" if password else "missing"
-        raise ConfigError(
+        raise StorePasswordError(
             f"{source}: ssl.truststore.password: {which} password for the PKCS12 truststore "
             f"{location!r} (or the file is damaged); set ssl.truststore.password to its password"
         )
@@ -717,7 +717,7 @@ def _pkcs12_keystore(
                                     else [])
     store = _read_pkcs12(location, passwords, "ssl.keystore.location", source)
     if store is None:
-        raise ConfigError(
+        raise StorePasswordError(
             f"{source}: ssl.keystore.password: wrong password for the PKCS12 keystore named by "
             "ssl.keystore.location (or the file is damaged); the password is not shown"
         )

@@ -33,3 +33,6 @@ def configure_logging(level: str, log_format: str) -> None:
     root.setLevel(level.upper())
     # The Elasticsearch client logs every request at INFO; our own lines say what matters.
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    # Its node pool warns of every failed attempt ("Node ... has failed for 1 times"); the
+    # sink's own line says what failed, once.
+    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from elastic_transport import TlsError
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch, TransportError
 
 from lag_exporter.config import ElasticsearchSettings
@@ -20,6 +22,10 @@ from lag_exporter.errors import ConfigError, SinkError, SinkUnavailable
 from lag_exporter.sinks import DeliveryReport
 
 log = logging.getLogger(__name__)
+
+_TLS_REASON = re.compile(r"certificate verify failed: ([^(]*?)\s*\(_ssl")
+"""The reason inside elastic_transport's TlsError message, e.g. "self-signed certificate in
+certificate chain" or "Hostname mismatch, certificate is not valid for '127.0.0.1'."."""
 
 
 def load_mapping() -> dict[str, Any]:
@@ -116,6 +122,8 @@ class ElasticsearchSink:
                 raise ConfigError(f"invalid index name '{index}': {error.message}") from error
             else:
                 raise SinkError(f"Elasticsearch: {error.meta.status} {error.message}") from error
+        except TlsError as error:
+            raise self._tls_refused(error) from error
         except TransportError as error:
             raise SinkUnavailable(f"Elasticsearch unreachable at {', '.join(self.settings.urls)}: "
                                   f"{type(error).__name__}") from error
@@ -148,9 +156,20 @@ class ElasticsearchSink:
             raise SinkError("Elasticsearch refused the credentials (401)") from error
         except ApiError as error:
             raise SinkError(f"Elasticsearch bulk: {error.meta.status} {error.message}") from error
+        except TlsError as error:
+            raise self._tls_refused(error) from error
         except TransportError as error:
             raise SinkUnavailable(f"Elasticsearch unreachable: {type(error).__name__}") from error
         return self._report(answer.body.get("items", []))
+
+    def _tls_refused(self, error: TlsError) -> SinkError:
+        """A certificate that is not trusted does not become trusted by waiting: a SinkError
+        (stop), not SinkUnavailable (retry), naming the reason TLS gave."""
+        reason = _TLS_REASON.search(str(error.message))
+        return SinkError(
+            f"Elasticsearch at {', '.join(self.settings.urls)}: TLS refused the server's "
+            f"certificate ({reason.group(1) if reason else error.message}); check --es-ca-file "
+            "/ ca_file: the CA there must have signed it")
 
     def _report(self, items: Sequence[dict[str, Any]]) -> DeliveryReport:
         stored = already = 0
