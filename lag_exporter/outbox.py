@@ -371,7 +371,7 @@ class Outbox:
     def _drop_too_old(self) -> None:
         too_old = self._clock() - self.max_age_s
         with self._state:
-            front = self._disk_front if self._disk_count else None
+            front = self._disk_front
         if front is not None and front[1] < too_old:
             self._drop_disk_front_while(lambda created_at, size: created_at < too_old,
                                         f"older than {self.max_age_s:.0f} s")

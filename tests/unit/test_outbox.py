@@ -87,8 +87,10 @@ def test_batches_come_out_in_order() -> None:
 
 
 def test_undelivered_batch_stays_first() -> None:
-    outbox = Outbox()
+    clock = FakeClock(5000.0)
+    outbox = Outbox(clock=clock)
     outbox.put(docs(1))
+    clock.now += 1
     outbox.put(docs(2))
     settle(outbox)  # the second is encoded in the background: decoded again on its turn
     first = outbox.oldest(wait_s=0)
@@ -96,7 +98,19 @@ def test_undelivered_batch_stays_first() -> None:
     assert first is again
     assert first is not None
     outbox.delivered(first)
-    assert numbers(outbox.oldest(wait_s=0)) == 2
+    second = outbox.oldest(wait_s=0)
+    assert second is outbox.oldest(wait_s=0)  # decoded once while it is being sent
+    assert second is not None and numbers(second) == 2 and second.created_at == 5001.0
+    outbox.close()
+
+
+def test_oldest_returns_at_once_or_when_a_batch_arrives() -> None:
+    outbox = Outbox()
+    threading.Timer(0.05, outbox.put, args=(docs(1),)).start()
+    assert numbers(outbox.oldest(wait_s=30)) == 1  # waited for it
+    started = time.monotonic()
+    assert numbers(outbox.oldest(wait_s=30)) == 1  # there: no wait
+    assert time.monotonic() - started < 10
     outbox.close()
 
 
@@ -1045,3 +1059,35 @@ def test_a_failed_import_leaves_the_files_not_imported_in_place(
         f"could not import the previous spool format from {tmp_path}: NOT NULL constraint "
         "failed: spool.created_at (left there)"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [f"{n:020d}.json" for n in (3, 4)]
+
+
+def test_a_batch_dropped_from_memory_before_it_was_written_is_never_sent(
+        tmp_path: Path) -> None:
+    one = outbox_module.estimated_size(docs(0))
+    outbox = Outbox(tmp_path, memory_max_bytes=2 * one)
+    with outbox._db_lock:  # the disk is slow: nothing is written meanwhile
+        for n in range(5):
+            outbox.put(docs(n))  # the memory bound drops 0, 1 and 2
+    settle(outbox)
+    assert outbox.dropped == 3
+    assert drain(outbox) == [3, 4]
+    outbox.close()
+
+
+def test_a_batch_on_disk_dropped_while_it_was_sent_is_reported_delivered_harmlessly(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    outbox = Outbox(tmp_path, max_age_s=60, clock=clock)
+    outbox.put(docs(1))
+    clock.now += 30
+    outbox.put(docs(2))
+    settle(outbox)
+    first = outbox.oldest(wait_s=0)
+    assert first is not None
+    clock.now += 31  # the sink was slow: the first is now too old
+    assert numbers(outbox.oldest(wait_s=0)) == 2
+    outbox.delivered(first)
+    assert len(outbox) == 1 and outbox.queued_bytes == size_of(2)
+    assert drain(outbox) == [2]
+    outbox.close()
+    assert spooled(tmp_path) == []
