@@ -1,0 +1,170 @@
+"""Pure: MirrorMaker 2's source positions, read from its Kafka Connect offsets topic.
+
+MirrorMaker 2 commits nothing on the source cluster: MirrorSourceConnector stores, per source
+partition, the offset of the last record it copied, as a Connect source offset in a compacted
+topic on the TARGET cluster (`mm2-offsets.<source alias>.internal` in dedicated mode, the
+worker's `offset.storage.topic` in a Connect cluster). One record per flush
+(`offset.flush.interval.ms`, 60 s by default):
+
+    key   ["MirrorSourceConnector", {"cluster": "source", "partition": 0, "topic": "orders"}]
+    value {"offset": 41}          (null: the position was reset)
+
+The next record the mirror will copy is offset + 1: that is the "committed offset" lag is
+computed from, as for a consumer group.
+Other connectors (heartbeats, checkpoints, anything in a shared Connect offsets topic) write
+other keys to the same topic: they and anything malformed are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lag_exporter.model import TopicPartition
+from lag_exporter.selection import TopicSelection
+
+DEFAULT_CONNECTOR = "MirrorSourceConnector"
+DEFAULT_SOURCE_ALIAS = "source"
+DEFAULT_TARGET_ALIAS = "target"
+ALL_TOPICS = TopicSelection()
+
+
+def default_offsets_topic(source_alias: str) -> str:
+    """Where dedicated-mode MirrorMaker 2 (connect-mirror-maker) stores its source offsets."""
+    return f"mm2-offsets.{source_alias}.internal"
+
+
+def default_label(source_alias: str, target_alias: str) -> str:
+    return f"mm2:{source_alias}->{target_alias}"
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    """One MirrorMaker 2 flow (source alias -> target), watched as a group of the source
+    cluster named `label`; its offsets topic lives on the target cluster."""
+
+    label: str
+    target_settings: dict[str, str] = field(compare=False, repr=False)
+    """librdkafka settings of the target cluster; may hold secrets, so never shown."""
+    offsets_topic: str = default_offsets_topic(DEFAULT_SOURCE_ALIAS)
+    source_alias: str = DEFAULT_SOURCE_ALIAS
+    target_alias: str = DEFAULT_TARGET_ALIAS
+    connector: str = DEFAULT_CONNECTOR
+    topics: TopicSelection = ALL_TOPICS
+    """Which source topics to report (full-match patterns, as everywhere)."""
+
+    @property
+    def target_bootstrap(self) -> str:
+        return self.target_settings.get("bootstrap.servers", "?")
+
+    def replicated_topic(self, topic: str) -> str:
+        """The topic's name on the target under the default replication policy."""
+        return f"{self.source_alias}.{topic}"
+
+
+# Reasons a record of the offsets topic is not a position (keys of MirrorPositions.skipped).
+NOT_JSON = "not JSON"
+OTHER_KEY_SHAPE = "other key shape"
+OTHER_CONNECTOR = "other connector"
+OTHER_CLUSTER = "other source alias"
+OTHER_VALUE_SHAPE = "other value shape"
+TOPIC_NOT_SELECTED = "topic not selected"
+TOMBSTONE = "tombstone"
+
+
+@dataclass(frozen=True)
+class Position:
+    """A parsed record: `offset` None for a tombstone (the position is removed)."""
+
+    partition: TopicPartition
+    offset: int | None
+
+
+def _json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_record(key: bytes | None, value: bytes | None, connector: str, source_alias: str
+                 ) -> Position | str:
+    """One offsets-topic record: its Position, or why it is not one (a reason above)."""
+    parsed_key = _json(key) if key is not None else _NOT_JSON
+    if parsed_key is _NOT_JSON:
+        return NOT_JSON
+    if not (isinstance(parsed_key, list) and len(parsed_key) == 2
+            and isinstance(parsed_key[0], str) and isinstance(parsed_key[1], dict)):
+        return OTHER_KEY_SHAPE
+    name, partition_key = parsed_key
+    if name != connector:
+        return OTHER_CONNECTOR
+    topic, number = partition_key.get("topic"), partition_key.get("partition")
+    if not (isinstance(topic, str) and topic and _is_int(number) and number >= 0
+            and isinstance(partition_key.get("cluster"), str)):
+        return OTHER_KEY_SHAPE
+    if partition_key["cluster"] != source_alias:
+        return OTHER_CLUSTER
+    tp = TopicPartition(topic, number)
+    if value is None:
+        return Position(tp, None)
+    parsed_value = _json(value)
+    if parsed_value is _NOT_JSON:
+        return NOT_JSON
+    if not (isinstance(parsed_value, dict) and _is_int(parsed_value.get("offset"))
+            and parsed_value["offset"] >= 0):
+        return OTHER_VALUE_SHAPE
+    return Position(tp, parsed_value["offset"])
+
+
+class MirrorPositions:
+    """The latest stored offset per source partition, fed the offsets topic in order."""
+
+    def __init__(self, connector: str = DEFAULT_CONNECTOR,
+                 source_alias: str = DEFAULT_SOURCE_ALIAS,
+                 topics: TopicSelection = ALL_TOPICS) -> None:
+        self.connector = connector
+        self.source_alias = source_alias
+        self.topics = topics
+        self.stored: dict[TopicPartition, int] = {}
+        """Offset of the last record copied, per source partition."""
+        self.records = 0
+        self.skipped: Counter[str] = Counter()
+        self._allowed: dict[str, bool] = {}  # per topic: regexes once, not once per record
+
+    def add(self, key: bytes | None, value: bytes | None) -> None:
+        self.records += 1
+        position = parse_record(key, value, self.connector, self.source_alias)
+        if isinstance(position, str):
+            self.skipped[position] += 1
+            return
+        topic = position.partition.topic
+        allowed = self._allowed.get(topic)
+        if allowed is None:
+            allowed = self._allowed[topic] = self.topics.allows(topic)
+        if not allowed:
+            self.skipped[TOPIC_NOT_SELECTED] += 1
+        elif position.offset is None:
+            self.skipped[TOMBSTONE] += 1
+            self.stored.pop(position.partition, None)
+        else:
+            self.stored[position.partition] = position.offset
+
+    def committed_offsets(self) -> dict[TopicPartition, int]:
+        """As a consumer group's commits: the next offset the mirror will copy (stored + 1)."""
+        return {tp: offset + 1 for tp, offset in self.stored.items()}
+
+    def describe_skipped(self) -> str:
+        if not self.skipped:
+            return "none skipped"
+        return "skipped: " + ", ".join(f"{count} {reason}"
+                                       for reason, count in sorted(self.skipped.items()))
+
