@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import load_command_config, to_librdkafka
+from lag_exporter.mm2 import MirrorSettings
 from lag_exporter.selection import GroupSelection, TopicSelection
 from lag_exporter.status import StatusRules
 
@@ -214,6 +215,9 @@ class ClusterConfig:
     kafka: KafkaSettings
     groups: GroupSelection
     topics: TopicSelection
+    mirrors: tuple[MirrorSettings, ...] = ()
+    """MirrorMaker 2 flows from this cluster, reported as groups named by their labels (which
+    are also in `groups.names`)."""
 
 
 @dataclass(frozen=True)
