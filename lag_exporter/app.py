@@ -19,6 +19,7 @@ from lag_exporter.estimates import Estimates
 from lag_exporter.fleet import ClusterWatch, Fleet
 from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.mm2_follower import MirroredSource, OffsetsTopicFollower
 from lag_exporter.model import Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sampler import OffsetSource
@@ -44,7 +45,12 @@ def source_factory(timeout_s: float, isolated: bool) -> Callable[[ClusterConfig]
         for warning in cluster.kafka.warnings:
             log.warning("cluster %s: %s", cluster.name, warning)
         kind = IsolatedKafkaSource if isolated else KafkaSource
-        return kind(cluster.name, cluster.kafka.client_settings, timeout_s)
+        source: OffsetSource = kind(cluster.name, cluster.kafka.client_settings, timeout_s)
+        if cluster.mirrors:
+            # The offsets-topic consumers run in this process (mm2_follower.py).
+            source = MirroredSource(source, [OffsetsTopicFollower(mirror, timeout_s)
+                                             for mirror in cluster.mirrors])
+        return source
 
     return make
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,12 +46,21 @@ from lag_exporter.config import (
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import ConfigError, LagExporterError
 from lag_exporter.logs import configure_logging
+from lag_exporter.mm2 import (
+    DEFAULT_CONNECTOR,
+    DEFAULT_SOURCE_ALIAS,
+    DEFAULT_TARGET_ALIAS,
+    MirrorSettings,
+    default_label,
+    default_offsets_topic,
+)
 from lag_exporter.plan import describe_plan
 from lag_exporter.report import format_table, format_tsv
 from lag_exporter.selection import GroupSelection, TopicSelection
 from lag_exporter.service import Signals
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 ENV = "LAG_EXPORTER_"
 
 
@@ -145,35 +156,122 @@ def source_options(command: F) -> F:
         option("--es-username", help=f"Basic-auth user; the password comes from "
                f"${ES_PASSWORD_ENV}. An API key comes from ${ES_API_KEY_ENV}."),
         option("--es-ca-file", metavar="PATH", help="CA certificate (PEM) for https URLs."),
+        option("--mm2-target-bootstrap-server", metavar="HOST:PORT",
+               help="MirrorMaker 2: the target cluster, where its offsets topic is; the mirror "
+                    "is reported as a group of the --bootstrap-server cluster (its source)."),
+        option("--mm2-target-command-config", metavar="PATH",
+               help="MirrorMaker 2: Java client properties of the target cluster."),
+        option("--mm2-source-alias", metavar="ALIAS",
+               help=f"MirrorMaker 2: the source cluster's alias "
+                    f"[default: {DEFAULT_SOURCE_ALIAS}]."),
+        option("--mm2-target-alias", metavar="ALIAS",
+               help=f"MirrorMaker 2: the target cluster's alias, for the label "
+                    f"[default: {DEFAULT_TARGET_ALIAS}]."),
+        option("--mm2-offsets-topic", metavar="TOPIC",
+               help="MirrorMaker 2: its Connect offsets topic [default: "
+                    "mm2-offsets.<source alias>.internal; a Connect cluster's "
+                    "offset.storage.topic otherwise]."),
+        option("--mm2-connector", metavar="NAME",
+               help=f"MirrorMaker 2: the source connector's name [default: {DEFAULT_CONNECTOR}]."),
+        option("--mm2-label", metavar="NAME",
+               help="MirrorMaker 2: the group name in documents and metrics "
+                    "[default: mm2:<source alias>-><target alias>]."),
+        option("--mm2-topic-pattern", "mm2_topic_patterns", multiple=True, metavar="REGEX",
+               help="MirrorMaker 2: only source topics matching (whole name; repeatable)."),
+        option("--mm2-exclude-topic", "mm2_exclude_topics", multiple=True, metavar="REGEX",
+               help="MirrorMaker 2: not the source topics matching (whole name; repeatable)."),
     ]
     for decorate in reversed(options):
         command = decorate(command)
     return command
 
 
-CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups", "topics")
+MM2_FLAGS = ("mm2_target_bootstrap_server", "mm2_target_command_config", "mm2_source_alias",
+             "mm2_target_alias", "mm2_offsets_topic", "mm2_connector", "mm2_label",
+             "mm2_topic_patterns", "mm2_exclude_topics")
+CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups", "topics",
+                 *MM2_FLAGS)
+
+
+def _flag(name: str) -> str:
+    return f"--{name.rstrip('s').replace('_', '-')}"
+
+
+def _patterns(flag: str, texts: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for text in texts:
+        try:
+            compiled.append(re.compile(text))
+        except (re.error, OverflowError, RecursionError) as error:
+            raise ConfigError(f"{flag}: invalid regex {text!r}: {error}") from None
+    return tuple(compiled)
+
+
+def mirror_from_flags(params: dict[str, Any]) -> MirrorSettings | None:
+    """The one MirrorMaker 2 flow the --mm2-* flags describe, if any."""
+    if not params.get("mm2_target_bootstrap_server") and not params.get(
+            "mm2_target_command_config"):
+        given = [_flag(name) for name in MM2_FLAGS if params.get(name)]
+        if given:
+            raise ConfigError(f"{', '.join(given)} needs --mm2-target-bootstrap-server "
+                              "(the cluster where MirrorMaker 2's offsets topic is)")
+        return None
+    for name in ("mm2_source_alias", "mm2_target_alias", "mm2_offsets_topic", "mm2_connector",
+                 "mm2_label"):
+        if params.get(name) == "":
+            raise ConfigError(f"{_flag(name)} must not be empty")
+    try:
+        target = kafka_settings(params.get("mm2_target_bootstrap_server"),
+                                params.get("mm2_target_command_config"), cluster="target")
+    except ConfigError as error:
+        if params.get("mm2_target_bootstrap_server") or "no Kafka cluster given" not in str(
+                error):
+            raise
+        raise ConfigError("no MirrorMaker 2 target cluster given: pass "
+                          "--mm2-target-bootstrap-server (or set bootstrap.servers in the "
+                          "--mm2-target-command-config file)") from None
+    for warning in target.warnings:
+        log.warning("--mm2-target-command-config: %s", warning)
+    source_alias = params.get("mm2_source_alias") or DEFAULT_SOURCE_ALIAS
+    target_alias = params.get("mm2_target_alias") or DEFAULT_TARGET_ALIAS
+    return MirrorSettings(
+        label=params.get("mm2_label") or default_label(source_alias, target_alias),
+        target_settings=target.client_settings,
+        offsets_topic=params.get("mm2_offsets_topic") or default_offsets_topic(source_alias),
+        source_alias=source_alias, target_alias=target_alias,
+        connector=params.get("mm2_connector") or DEFAULT_CONNECTOR,
+        topics=TopicSelection(
+            patterns=_patterns("--mm2-topic-pattern", tuple(params.get("mm2_topic_patterns")
+                                                            or ())),
+            exclude=_patterns("--mm2-exclude-topic", tuple(params.get("mm2_exclude_topics")
+                                                           or ()))))
 
 
 def resolve_config(params: dict[str, Any]) -> ExporterConfig:
     """The config file (if any) with the flags on top; or a one-cluster config from flags."""
     if params["config"]:
-        given = [f"--{name.rstrip('s').replace('_', '-')}" for name in CLUSTER_FLAGS
-                 if params.get(name)]
+        given = [_flag(name) for name in CLUSTER_FLAGS if params.get(name)]
         if given:
             raise ConfigError(f"{', '.join(given)} cannot be combined with --config: describe "
                               "the clusters in the config file")
         config = load_config(params["config"])
     else:
-        if not params["groups"]:
+        mirror = mirror_from_flags(params)
+        if not params["groups"] and mirror is None:
             raise ConfigError("give --group (repeatable) or --config")
         groups = check_names("--group", tuple(params["groups"]))
+        mirrors = () if mirror is None else (mirror,)
+        if mirror is not None and mirror.label in groups:
+            raise ConfigError(f"--mm2-label {mirror.label!r} is also a --group: give the mirror "
+                              "another label")
         topics = check_names("--topic", tuple(params["topics"]))
         # Unnamed, a cluster is called by its bootstrap servers: two exporters of different
         # clusters writing one index stay apart (a fixed "default" made them indistinguishable).
         kafka = kafka_settings(params["bootstrap_server"], params["command_config"],
                                params["cluster_name"])
-        cluster = ClusterConfig(kafka.cluster, kafka, GroupSelection(names=groups),
-                                TopicSelection(names=topics))
+        cluster = ClusterConfig(kafka.cluster, kafka,
+                                GroupSelection(names=groups + tuple(m.label for m in mirrors)),
+                                TopicSelection(names=topics), mirrors)
         config = ExporterConfig(clusters=(cluster,))
     return apply_flags(config, params)
 
