@@ -2,6 +2,7 @@ import copy
 import json
 import logging
 import math
+import os
 import tomllib
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -316,7 +317,13 @@ def run_cli(*args: str) -> Result:
         root.handlers[:], root.level = handlers, level
 
 
-@settings(max_examples=400, deadline=None, database=None)
+# scripts/mutants runs this test for each of hundreds of mutants: it sets fewer examples, always
+# the same ones (derandomized), so that a run takes minutes and gives the same verdicts.
+PROPERTY_EXAMPLES = os.environ.get("LAG_EXPORTER_PROPERTY_EXAMPLES")
+
+
+@settings(max_examples=int(PROPERTY_EXAMPLES or 400), derandomize=PROPERTY_EXAMPLES is not None,
+          deadline=None, database=None)
 @given(where=st.sampled_from(EVERY_KEY), value=st.one_of(st.just(ABSENT), toml_values))
 def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
     config_dir: Path, where: tuple[str, str], value: object
