@@ -496,8 +496,12 @@ class KafkaSource:
         return {tp: found.get(tp, missing) for tp in wanted}
 
     def _new_record_reader(self) -> Consumer:
+        # Statistics would be built (for every partition it has seen) and queued at each
+        # interval, and this consumer is polled only when record times are read: the queue and
+        # the CPU spent on it would grow for nothing.
         settings = {key: value for key, value in self._settings.items()
-                    if key not in ("allow.auto.create.topics",)}
+                    if key not in ("allow.auto.create.topics", "statistics.interval.ms",
+                                   "stats_cb")}
         settings.update({
             "group.id": "lag-exporter-record-times",  # required; never joined or committed
             "enable.auto.commit": False, "enable.auto.offset.store": False,
