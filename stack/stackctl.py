@@ -596,6 +596,9 @@ config.storage.replication.factor=1
 refresh.topics.interval.seconds=2
 refresh.groups.interval.seconds=5
 offset.flush.interval.ms=1000
+# the worker of the source->target flow takes its settings from the target cluster's prefix
+# (MirrorMakerConfig.workerConfig); the top-level key alone left the flush at its 60 s default
+target.offset.flush.interval.ms=1000
 sync.topic.configs.interval.seconds=10
 # the Connect worker skips its class-path plugin scan (MirrorMaker still logs one warning)
 plugin.discovery=service_load
