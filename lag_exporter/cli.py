@@ -193,8 +193,12 @@ CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups",
                  *MM2_FLAGS)
 
 
+REPEATABLE = ("groups", "topics", "mm2_topic_patterns", "mm2_exclude_topics")
+
+
 def _flag(name: str) -> str:
-    return f"--{name.rstrip('s').replace('_', '-')}"
+    """The flag of a click parameter: repeatable ones are plural (`groups` is --group)."""
+    return f"--{(name[:-1] if name in REPEATABLE else name).replace('_', '-')}"
 
 
 def _patterns(flag: str, texts: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
