@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 
 from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import load_command_config, to_librdkafka
-from lag_exporter.mm2 import MirrorSettings
+from lag_exporter.mm2 import (
+    DEFAULT_CONNECTOR,
+    DEFAULT_SOURCE_ALIAS,
+    DEFAULT_TARGET_ALIAS,
+    MirrorSettings,
+    default_label,
+    default_offsets_topic,
+)
 from lag_exporter.selection import GroupSelection, TopicSelection
 from lag_exporter.status import StatusRules
 
@@ -246,7 +253,10 @@ STATUS_KEYS = {"window", "allowed_lag", "stop_after"}
 ES_KEYS = {"urls", "index", "username", "password", "password_file", "api_key", "api_key_file",
            "ca_file"}
 CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups",
-                "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics"}
+                "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics",
+                "mirror"}
+MIRROR_KEYS = {"label", "target_bootstrap_servers", "target_command_config", "source_alias",
+               "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics"}
 
 
 def _toml_type(value: object) -> str:
@@ -451,15 +461,65 @@ def _cluster(table: object, n: int, base: Path, problems: _Problems) -> ClusterC
         client["bootstrap.servers"] = bootstrap
     if not client.get("bootstrap.servers") and "bootstrap_servers" not in table:
         problems.add(f"{where}bootstrap_servers", "missing (or set it in command_config)")
-    groups = GroupSelection(_strings(table, "groups", problems, where),
+    mirrors = _mirrors(table, base, problems, where, warnings)
+    names = _strings(table, "groups", problems, where)
+    for label in sorted({m.label for m in mirrors} & set(names)):
+        problems.add(f"{where}mirror", f"label {label!r} is also a group: give another label")
+    groups = GroupSelection(names + tuple(m.label for m in mirrors),
                             _regexes(table, "group_patterns", problems, where),
                             _regexes(table, "exclude_groups", problems, where))
-    if not table.get("groups") and not table.get("group_patterns"):
-        problems.add(f"{where}groups", "give groups and/or group_patterns")
+    if not table.get("groups") and not table.get("group_patterns") and not mirrors:
+        problems.add(f"{where}groups", "give groups and/or group_patterns (or a mirror)")
     topics = TopicSelection(_strings(table, "topics", problems, where),
                             _regexes(table, "topic_patterns", problems, where),
                             _regexes(table, "exclude_topics", problems, where))
-    return ClusterConfig(name, KafkaSettings(name, client, tuple(warnings)), groups, topics)
+    return ClusterConfig(name, KafkaSettings(name, client, tuple(warnings)), groups, topics,
+                         mirrors)
+
+
+def _mirrors(table: dict[str, Any], base: Path, problems: _Problems, where: str,
+             warnings: list[str]) -> tuple[MirrorSettings, ...]:
+    """[[cluster.mirror]]: MirrorMaker 2 flows from this cluster (mm2.py)."""
+    tables = table.get("mirror", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        problems.add(f"{where}mirror", "write one [[cluster.mirror]] table per MirrorMaker 2 "
+                     f"flow, got {_shown_value(tables)}")
+        return ()
+    mirrors = []
+    for n, mirror in enumerate(tables):
+        at = f"{where}mirror[{n}]."
+        problems.unknown_keys(mirror, MIRROR_KEYS, at)
+        client: dict[str, str] = {}
+        command_config = _path(mirror, "target_command_config", base, problems, at,
+                               must_be_file=True)
+        if command_config is not None:
+            try:
+                client, more = load_command_config(command_config)
+                warnings += [f"mirror[{n}] target_command_config: {w}" for w in more]
+            except ConfigError as error:
+                problems.add(f"{at}target_command_config", str(error))
+        bootstrap = _string(mirror, "target_bootstrap_servers", problems, at)
+        if bootstrap:
+            client["bootstrap.servers"] = bootstrap
+        if not client.get("bootstrap.servers") and "target_bootstrap_servers" not in mirror:
+            problems.add(f"{at}target_bootstrap_servers",
+                         "missing (or set it in target_command_config)")
+        source_alias = _string(mirror, "source_alias", problems, at) or DEFAULT_SOURCE_ALIAS
+        target_alias = _string(mirror, "target_alias", problems, at) or DEFAULT_TARGET_ALIAS
+        mirrors.append(MirrorSettings(
+            label=(_string(mirror, "label", problems, at)
+                   or default_label(source_alias, target_alias)),
+            target_settings=client,
+            offsets_topic=(_string(mirror, "offsets_topic", problems, at)
+                           or default_offsets_topic(source_alias)),
+            source_alias=source_alias, target_alias=target_alias,
+            connector=_string(mirror, "connector", problems, at) or DEFAULT_CONNECTOR,
+            topics=TopicSelection(patterns=_regexes(mirror, "topic_patterns", problems, at),
+                                  exclude=_regexes(mirror, "exclude_topics", problems, at))))
+    labels = [m.label for m in mirrors]
+    for label in sorted({label for label in labels if labels.count(label) > 1}):
+        problems.add(f"{where}mirror", f"label {label!r} used twice")
+    return tuple(mirrors)
 
 
 def _clusters(document: dict[str, Any], base: Path, problems: _Problems) -> list[ClusterConfig]:

@@ -189,7 +189,8 @@ class Fleet:
         updated = []
         for config in configs:
             existing = current.pop(config.name, None)
-            if existing and existing.config.kafka.client_settings == config.kafka.client_settings:
+            if (existing and existing.config.kafka.client_settings == config.kafka.client_settings
+                    and existing.config.mirrors == config.mirrors):
                 existing.reconfigure(config)
                 updated.append(existing)
             else:

@@ -45,7 +45,7 @@ class MirrorSettings:
     cluster named `label`; its offsets topic lives on the target cluster."""
 
     label: str
-    target_settings: dict[str, str] = field(compare=False, repr=False)
+    target_settings: dict[str, str] = field(repr=False)
     """librdkafka settings of the target cluster; may hold secrets, so never shown."""
     offsets_topic: str = default_offsets_topic(DEFAULT_SOURCE_ALIAS)
     source_alias: str = DEFAULT_SOURCE_ALIAS

@@ -251,7 +251,7 @@ VALID: dict[str, Any] = {
         "name": "dc1", "bootstrap_servers": "k:9092", "command_config": "dc1.properties",
         "client": {"client.id": "x"}, "groups": ["g"], "group_patterns": ["m-.*"],
         "exclude_groups": ["t"], "topics": ["o"], "topic_patterns": ["o.*"],
-        "exclude_topics": ["__.*"]}],
+        "exclude_topics": ["__.*"], "mirror": [{"target_bootstrap_servers": "t:9092"}]}],
     "status": {"window": 600, "allowed_lag": 1, "stop_after": 300},
 }
 EVERY_KEY = ([("", key) for key in sorted(TOP_KEYS)]

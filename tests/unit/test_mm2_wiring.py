@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_config_file import toml_document, toml_values
 from test_sampler import FakeKafka
 
 from lag_exporter.cli import _Cli, cli, resolve_config
-from lag_exporter.errors import SourceError
+from lag_exporter.config import MIRROR_KEYS, load_config
+from lag_exporter.errors import ConfigError, SourceError
 from lag_exporter.mm2 import MirrorSettings
 from lag_exporter.mm2_follower import MIRROR_STATE, MirroredSource, OffsetsTopicFollower
 from lag_exporter.model import GroupOffsets, TopicPartition
@@ -172,3 +176,109 @@ def test_only_mirrors_do_not_ask_the_cluster_for_groups() -> None:
     source = MirroredSource(kafka, [StoredFollower("m", GroupOffsets("m", {TP("a", 0): 1}))])
     assert source.committed_offsets(["m"]) == {"m": GroupOffsets("m", {TP("a", 0): 1})}
     assert kafka.calls == []
+
+
+def write_config(tmp_path: Any, text: str) -> Any:
+    path = tmp_path / "lag-exporter.toml"
+    path.write_text(text)
+    return path
+
+
+def test_mirrors_in_the_config_file(tmp_path: Any) -> None:
+    (tmp_path / "dc2.properties").write_text("bootstrap.servers=dc2-kafka:9092\n")
+    path = write_config(tmp_path, """
+[[cluster]]
+name = "dc1"
+bootstrap_servers = "dc1-kafka:9092"
+groups = ["oasis-group"]
+
+[[cluster.mirror]]
+target_command_config = "dc2.properties"
+source_alias = "dc1"
+target_alias = "dc2"
+topic_patterns = ["oasis\\\\..*"]
+
+[[cluster.mirror]]
+label = "dc1-connect"
+target_bootstrap_servers = "connect-kafka:9092"
+offsets_topic = "connect-offsets"
+connector = "dc1-source"
+exclude_topics = ["tmp.*"]
+""")
+    cluster, = load_config(path).clusters
+    first, second = cluster.mirrors
+    assert (first.label, first.target_bootstrap, first.offsets_topic, first.connector) == (
+        "mm2:dc1->dc2", "dc2-kafka:9092", "mm2-offsets.dc1.internal", "MirrorSourceConnector")
+    assert first.topics.allows("oasis.a") and not first.topics.allows("other")
+    assert (second.label, second.target_bootstrap, second.offsets_topic, second.connector) == (
+        "dc1-connect", "connect-kafka:9092", "connect-offsets", "dc1-source")
+    assert second.topics.allows("oasis.a") and not second.topics.allows("tmp1")
+    assert cluster.groups.select() == ["oasis-group", "mm2:dc1->dc2", "dc1-connect"]
+
+
+def test_a_cluster_with_only_a_mirror_needs_no_group(tmp_path: Any) -> None:
+    path = write_config(tmp_path, '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\n'
+                                  '[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\n')
+    assert load_config(path).clusters[0].groups.select() == ["mm2:source->target"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[[cluster.mirror]]\nsource_alias = "x"\n',
+     "cluster[a].mirror[0].target_bootstrap_servers: missing (or set it in "
+     "target_command_config)"),
+    ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\nlabel = ""\n',
+     "cluster[a].mirror[0].label: must be a non-empty string, got ''"),
+    ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\ntopic = "x"\n',
+     "cluster[a].mirror[0].topic: unknown key (known: connector, exclude_topics, label, "
+     "offsets_topic, source_alias, target_alias, target_bootstrap_servers, "
+     "target_command_config, topic_patterns)"),
+    ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\ntopic_patterns = ["("]\n',
+     "cluster[a].mirror[0].topic_patterns[0]: invalid regex '('"),
+    ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\n'
+     '[[cluster.mirror]]\ntarget_bootstrap_servers = "u:1"\n',
+     "cluster[a].mirror: label 'mm2:source->target' used twice"),
+    ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\nlabel = "g"\n',
+     "cluster[a].mirror: label 'g' is also a group: give another label"),
+    ('mirror = "dc2"\n', "cluster[a].mirror: write one [[cluster.mirror]] table per "
+                         "MirrorMaker 2 flow, got 'dc2'"),
+])
+def test_bad_mirrors_in_the_config_file(tmp_path: Any, text: str, problem: str) -> None:
+    head = '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\ngroups = ["g"]\n'
+    if text.startswith("mirror"):
+        path = write_config(tmp_path, head.replace('groups = ["g"]\n', text + 'groups = ["g"]\n'))
+    else:
+        path = write_config(tmp_path, head + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}: {problem}" in str(caught.value)
+
+
+VALID_MIRROR: dict[str, Any] = {
+    "label": "m", "target_bootstrap_servers": "t:9092", "target_command_config": "t.properties",
+    "source_alias": "dc1", "target_alias": "dc2", "offsets_topic": "connect-offsets",
+    "connector": "c", "topic_patterns": ["o.*"], "exclude_topics": ["__.*"]}
+assert set(VALID_MIRROR) == MIRROR_KEYS
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(key=st.sampled_from(sorted(MIRROR_KEYS)), value=st.one_of(st.just(None), toml_values))
+def test_any_value_of_any_mirror_key_is_loaded_or_a_config_error_naming_it(
+        tmp_path_factory: pytest.TempPathFactory, key: str, value: object) -> None:
+    directory = tmp_path_factory.mktemp("mirror", numbered=True)
+    (directory / "t.properties").write_text("client.id=x\n")
+    mirror = dict(VALID_MIRROR)
+    if value is None:
+        del mirror[key]
+    else:
+        mirror[key] = value
+    document = {"cluster": [{"name": "a", "bootstrap_servers": "k:1", "mirror": [mirror]}]}
+    path = directory / "lag-exporter.toml"
+    path.write_text(toml_document(document))
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        message = str(error)
+        assert f"{path}: cluster[a].mirror" in message and key in message, message
+        assert len(message.splitlines()) == 1, message
+    else:
+        assert len(config.clusters[0].mirrors) == 1
