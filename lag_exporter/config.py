@@ -153,11 +153,11 @@ def check_index_name(index: str) -> str:
         problem = "it must be lowercase"
     elif _INDEX_FORBIDDEN & set(index):
         problem = f"it must not contain any of {''.join(sorted(_INDEX_FORBIDDEN))!r}"
-    elif index[0] in "-_+" or index in (".", ".."):
+    elif index.startswith(("-", "_", "+")) or index in (".", ".."):
         problem = "it must not start with '-', '_' or '+', nor be '.' or '..'"
     elif len(index.encode()) > 255:
         problem = "it is longer than 255 bytes"
-    if problem:
+    if problem is not None:
         raise ConfigError(f"invalid Elasticsearch index name {index!r}: {problem}")
     return index
 
@@ -523,7 +523,7 @@ def _mirrors(table: dict[str, Any], base: Path, problems: _Problems, where: str,
 
 
 def _clusters(document: dict[str, Any], base: Path, problems: _Problems) -> list[ClusterConfig]:
-    tables = document.get("cluster", [])
+    tables = document.get("cluster")
     if isinstance(tables, dict):
         problems.add("cluster", "write [[cluster]] (an array of tables), not [cluster]")
         return []
@@ -600,7 +600,6 @@ def load_config(path: str | Path) -> ExporterConfig:
     if http_port is not None and (isinstance(http_port, bool) or not isinstance(http_port, int)
                                   or not 0 <= http_port < 65536):
         problems.add("http_port", f"must be a port number, got {_shown_value(http_port)}")
-        http_port = None
     spool_dir = _path(document, "spool_dir", base, problems, "")
     config = ExporterConfig(
         clusters=tuple(clusters), elasticsearch=elasticsearch,
