@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from lag_exporter.config import MIB, ClusterConfig, ExporterConfig
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.mm2 import MirrorSettings
+from lag_exporter.mm2_follower import OffsetsTopicFollower
 from lag_exporter.model import GroupOffsets
 from lag_exporter.selection import FULL_MATCH_NOTE
 
@@ -72,6 +74,26 @@ def group_line(cluster: ClusterConfig, group: str, answer: GroupOffsets) -> str:
     return line
 
 
+def mirror_line(mirror: MirrorSettings, timeout_s: float) -> tuple[str, bool]:
+    """A MirrorMaker 2 flow: its offsets topic read once, what it tracks (and whether it
+    could be read)."""
+    follower = OffsetsTopicFollower(mirror, timeout_s)
+    try:
+        answer = follower.group_offsets()
+    finally:
+        follower.close()
+    head = (f"  mirror {mirror.label}: connector {mirror.connector}, source alias "
+            f"{mirror.source_alias}")
+    if isinstance(answer, SourceError):
+        return f"{head}: cannot read its positions: {answer}", False
+    topics = sorted({tp.topic for tp in answer.committed_offsets})
+    positions = follower.positions
+    return (f"{head}, {follower.where()}: {len(answer.committed_offsets)} source partition(s)"
+            f" of {len(topics)} topic(s): {listed(topics)} (replicated as "
+            f"{mirror.replicated_topic(topics[0])}, ... under the default replication policy;"
+            f" {positions.records} records read, {positions.describe_skipped()})"), True
+
+
 def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str], bool]:
     lines = selection_lines(cluster)
     source = KafkaSource(cluster.name, cluster.kafka.client_settings, timeout_s)
@@ -84,8 +106,14 @@ def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str
             discovered = found
         groups = cluster.groups.select(discovered)
         lines += matched_groups_line(cluster, groups)
-        offsets = source.committed_offsets(groups)
-        for group in groups:
+        mirrors = {m.label: m for m in cluster.mirrors}
+        offsets = source.committed_offsets([g for g in groups if g not in mirrors])
+        for mirror in cluster.mirrors:
+            line, readable = mirror_line(mirror, timeout_s)
+            lines.append(line)
+            if not readable:
+                return lines, False
+        for group in (g for g in groups if g not in mirrors):
             answer = offsets[group]
             if isinstance(answer, SourceError):
                 lines.append(f"  group {group}: cannot read offsets: {answer}")

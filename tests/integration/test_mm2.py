@@ -169,6 +169,15 @@ def test_mirrormaker2_lag_parity_stop_restart_and_foreign_records(
              == PARTITIONS else False, 90, "MM2 to copy the new topic and store its positions")
 
     print(f"MM2 copied the new topic after {time.monotonic() - began:.1f} s")
+    plan = run_exporter("check-config", "--bootstrap-server", stack.source_bootstrap,
+                        "--mm2-target-bootstrap-server", stack.target_bootstrap,
+                        "--mm2-topic-pattern", topic.replace(".", "\\."))
+    assert plan.returncode == 0, plan.stderr
+    mirror_lines = [line for line in plan.stdout.splitlines() if line.startswith("  mirror ")]
+    assert len(mirror_lines) == 1 and mirror_lines[0].startswith(
+        f"  mirror {LABEL}: connector MirrorSourceConnector, source alias source, offsets topic "
+        f"{stack.mm2_offsets_topic} on {stack.target_bootstrap}: {PARTITIONS} source "
+        f"partition(s) of 1 topic(s): {topic} (replicated as source.{topic}, ..."), plan.stdout
     mm2_stopped = False
     with JsonLinesExporter("--bootstrap-server", stack.source_bootstrap,
                            "--mm2-target-bootstrap-server", stack.target_bootstrap,
