@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,8 @@ from helpers import (
     SteadyProducer,
     create_topic,
     doc_time,
+    free_port,
+    metric_values,
     produce,
     run_exporter,
     wait_for,
@@ -157,7 +160,7 @@ def write_foreign_records(stack: Stack, topic: str) -> None:
 
 
 def test_mirrormaker2_lag_parity_stop_restart_and_foreign_records(
-        stack: Stack, unique_name: str) -> None:
+        stack: Stack, unique_name: str, tmp_path: Path) -> None:
     topic = f"mm2.{unique_name}"
     began = time.monotonic()
     create_topic(stack.source_bootstrap, topic, PARTITIONS)
@@ -178,11 +181,33 @@ def test_mirrormaker2_lag_parity_stop_restart_and_foreign_records(
         f"  mirror {LABEL}: connector MirrorSourceConnector, source alias source, offsets topic "
         f"{stack.mm2_offsets_topic} on {stack.target_bootstrap}: {PARTITIONS} source "
         f"partition(s) of 1 topic(s): {topic} (replicated as source.{topic}, ..."), plan.stdout
+    # the same mirror from a config file, next to a group: snapshot's rows for our topic
+    config = tmp_path / "mm2.toml"
+    config.write_text(f"""
+[[cluster]]
+name = "src"
+bootstrap_servers = "{stack.source_bootstrap}"
+groups = ["{stack.mm1_group}"]
+[[cluster.mirror]]
+target_bootstrap_servers = "{stack.target_bootstrap}"
+label = "dc-mirror"
+topic_patterns = ["{topic.replace(".", "[.]")}"]
+""")
+    done = run_exporter("snapshot", "--config", str(config), "--format", "tsv")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()[1:]]
+    assert [row[:6] for row in rows if row[0] == "dc-mirror"] == [
+        ["dc-mirror", topic, str(p), str(20 + 5 * p), str(20 + 5 * p), "0"]
+        for p in range(PARTITIONS)], done.stdout
+    assert any(row[0] == stack.mm1_group for row in rows), done.stdout
+
     mm2_stopped = False
+    port = free_port()
     with JsonLinesExporter("--bootstrap-server", stack.source_bootstrap,
                            "--mm2-target-bootstrap-server", stack.target_bootstrap,
                            "--interval", "0.5", "--summary-interval", "3600",
-                           "--stop-after", str(STOP_AFTER_S)) as exporter:
+                           "--stop-after", str(STOP_AFTER_S), "--http-port", str(port)
+                           ) as exporter:
         try:
             # caught up, nothing produced: exactly 0 on every partition
             wait_for(lambda: latest_lags(exporter, topic) == dict.fromkeys(range(PARTITIONS), 0),
@@ -227,6 +252,10 @@ def test_mirrormaker2_lag_parity_stop_restart_and_foreign_records(
             assert expected_lags(stack, topic) == grown  # nothing stored meanwhile
             wait_for(lambda: latest_lags(exporter, topic) == grown, 30,
                      f"lags {grown} while MM2 is stopped")
+            for p in range(PARTITIONS):  # /metrics: the same series as for a group
+                wait_for(lambda p=p: metric_values(  # type: ignore[misc]
+                    port, "kafka_consumergroup_group_lag", group=LABEL, topic=topic,
+                    partition=str(p)) == [grown[p]], 10, f"/metrics lag of partition {p}")
             copied = end_offsets(stack.target_bootstrap, f"source.{topic}")
             stored = stored_positions(stack.target_bootstrap, stack.mm2_offsets_topic, topic)
             assert all(copied[p] >= stored[p] + 1 for p in range(PARTITIONS)), (copied, stored)
