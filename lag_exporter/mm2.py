@@ -95,9 +95,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_record(key: bytes | None, value: bytes | None, connector: str, source_alias: str
-                 ) -> Position | str:
-    """One offsets-topic record: its Position, or why it is not one (a reason above)."""
+def parse_key(key: bytes | None, connector: str, source_alias: str) -> TopicPartition | str:
+    """The source partition a key stores the position of, or why it is not one of ours."""
     parsed_key = _json(key) if key is not None else _NOT_JSON
     if parsed_key is _NOT_JSON:
         return NOT_JSON
@@ -113,16 +112,36 @@ def parse_record(key: bytes | None, value: bytes | None, connector: str, source_
         return OTHER_KEY_SHAPE
     if partition_key["cluster"] != source_alias:
         return OTHER_CLUSTER
-    tp = TopicPartition(topic, number)
-    if value is None:
-        return Position(tp, None)
+    return TopicPartition(topic, number)
+
+
+def parse_value(value: bytes) -> int | str:
+    """The stored offset, or why the value is not one."""
     parsed_value = _json(value)
     if parsed_value is _NOT_JSON:
         return NOT_JSON
     if not (isinstance(parsed_value, dict) and _is_int(parsed_value.get("offset"))
             and parsed_value["offset"] >= 0):
         return OTHER_VALUE_SHAPE
-    return Position(tp, parsed_value["offset"])
+    offset: int = parsed_value["offset"]
+    return offset
+
+
+def parse_record(key: bytes | None, value: bytes | None, connector: str, source_alias: str
+                 ) -> Position | str:
+    """One offsets-topic record: its Position, or why it is not one (a reason above)."""
+    tp = parse_key(key, connector, source_alias)
+    if isinstance(tp, str):
+        return tp
+    if value is None:
+        return Position(tp, None)
+    offset = parse_value(value)
+    return offset if isinstance(offset, str) else Position(tp, offset)
+
+
+KEYS_REMEMBERED = 1_000_000
+"""Parsed keys kept (about 200 bytes each): a mirror's keys repeat at every flush, and parsing
+them is most of the cost of reading the topic."""
 
 
 class MirrorPositions:
@@ -139,24 +158,34 @@ class MirrorPositions:
         self.records = 0
         self.skipped: Counter[str] = Counter()
         self._allowed: dict[str, bool] = {}  # per topic: regexes once, not once per record
+        self._keys: dict[bytes, TopicPartition | str] = {}
 
     def add(self, key: bytes | None, value: bytes | None) -> None:
         self.records += 1
-        position = parse_record(key, value, self.connector, self.source_alias)
-        if isinstance(position, str):
-            self.skipped[position] += 1
-            return
-        topic = position.partition.topic
+        tp = self._keys.get(key) if key is not None else NOT_JSON
+        if tp is None:
+            tp = parse_key(key, self.connector, self.source_alias)
+            if isinstance(tp, TopicPartition) and not self._allowed_topic(tp.topic):
+                tp = TOPIC_NOT_SELECTED
+            if len(self._keys) < KEYS_REMEMBERED and key is not None:
+                self._keys[key] = tp
+        if isinstance(tp, str):
+            self.skipped[tp] += 1
+        elif value is None:
+            self.skipped[TOMBSTONE] += 1
+            self.stored.pop(tp, None)
+        else:
+            offset = parse_value(value)
+            if isinstance(offset, str):
+                self.skipped[offset] += 1
+            else:
+                self.stored[tp] = offset
+
+    def _allowed_topic(self, topic: str) -> bool:
         allowed = self._allowed.get(topic)
         if allowed is None:
             allowed = self._allowed[topic] = self.topics.allows(topic)
-        if not allowed:
-            self.skipped[TOPIC_NOT_SELECTED] += 1
-        elif position.offset is None:
-            self.skipped[TOMBSTONE] += 1
-            self.stored.pop(position.partition, None)
-        else:
-            self.stored[position.partition] = position.offset
+        return allowed
 
     def committed_offsets(self) -> dict[TopicPartition, int]:
         """As a consumer group's commits: the next offset the mirror will copy (stored + 1)."""

@@ -20,6 +20,7 @@ from lag_exporter.mm2 import (
     Position,
     default_label,
     default_offsets_topic,
+    parse_key,
     parse_record,
 )
 from lag_exporter.model import TopicPartition
@@ -179,3 +180,33 @@ def test_the_latest_record_per_partition_wins(records: list[tuple[str, int, int 
                       None if offset is None else value(offset))
         latest[TopicPartition(topic, partition)] = offset
     assert positions.stored == {tp: o for tp, o in latest.items() if o is not None}
+
+
+KEY_POOL = [key(), key(partition=1), key(connector="Other"), key(cluster="east"), b"junk",
+            key(topic="never"), b'["MirrorSourceConnector", 5]']
+VALUE_POOL = [None, value(0), value(7), b"junk", b'{"offset": -3}']
+
+
+@given(st.lists(st.tuples(st.sampled_from(KEY_POOL), st.sampled_from(VALUE_POOL)), max_size=40))
+def test_remembered_keys_give_what_parsing_each_record_gives(
+        records: list[tuple[bytes, bytes | None]]) -> None:
+    selection = TopicSelection(exclude=(re.compile("never"),))
+    positions = MirrorPositions(topics=selection)
+    stored: dict[TopicPartition, int] = {}
+    skipped: dict[str, int] = {}
+    for k, v in records:
+        positions.add(k, v)
+        tp = parse_key(k, "MirrorSourceConnector", "source")
+        # a topic not selected is skipped whatever its value
+        answer = (TOPIC_NOT_SELECTED if isinstance(tp, TopicPartition)
+                  and not selection.allows(tp.topic) else parse(k, v))
+        if isinstance(answer, str):
+            skipped[answer] = skipped.get(answer, 0) + 1
+        elif answer.offset is None:
+            skipped[TOMBSTONE] = skipped.get(TOMBSTONE, 0) + 1
+            stored.pop(answer.partition, None)
+        else:
+            stored[answer.partition] = answer.offset
+    assert positions.stored == stored
+    assert positions.skipped == skipped
+    assert positions.records == len(records)
