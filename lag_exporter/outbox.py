@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+import orjson
+
 from lag_exporter.documents import Document
 from lag_exporter.errors import ConfigError
 
@@ -117,14 +119,16 @@ class _InMemory:
 
 
 def encode(documents: list[Document]) -> bytes:
+    """Compact JSON (orjson: a batch at 10,000 partitions is ~1 MB, which the standard
+    library's json took ~20 ms of CPU to write), compressed."""
     pairs = [[document.doc_id, document.source] for document in documents]
-    return zlib.compress(json.dumps(pairs, separators=(",", ":")).encode(), 1)
+    return zlib.compress(orjson.dumps(pairs), 1)
 
 
 def decode(body: bytes) -> list[Document]:
     """Raises ValueError (zlib.error, JSON errors included) on anything but what encode() made."""
     try:
-        pairs = json.loads(zlib.decompress(body))
+        pairs = orjson.loads(zlib.decompress(body))
     except zlib.error as error:
         raise ValueError(str(error)) from error
     if not isinstance(pairs, list):

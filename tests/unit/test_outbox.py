@@ -597,7 +597,7 @@ def test_a_batch_that_cannot_be_encoded_is_dropped_and_the_next_spooled_at_once(
         settle(outbox)
     assert outbox.dropped == 2
     assert messages_of(caplog) == [
-        f"dropping sample {n}: cannot encode it: Object of type set is not JSON serializable"
+        f"dropping sample {n}: cannot encode it: Type is not JSON serializable: set"
         for n in (1, 2)]
     outbox.close()
     assert spooled(tmp_path) == [1, 3]
