@@ -211,3 +211,18 @@ def test_es_url_messages() -> None:
         check_es_url("es:9200")
     assert str(caught.value) == ("malformed Elasticsearch URL 'es:9200': expected "
                                  "http(s)://host[:port], e.g. http://127.0.0.1:9200")
+
+
+def test_a_cluster_of_patterns_only_with_exclusions(tmp_path: Path) -> None:
+    path = tmp_path / "lag-exporter.toml"
+    path.write_text('[elasticsearch]\nurls = ["http://es:9200"]\nindex = "lag_dc1"\n'
+                    '[[cluster]]\nname = "dc1"\nbootstrap_servers = "k:1"\n'
+                    'group_patterns = ["mirror-.*"]\nexclude_groups = [".*-test"]\n'
+                    'topic_patterns = [".*"]\nexclude_topics = ["__.*"]\n')
+    config = load_config(path)
+    assert config.elasticsearch is not None
+    assert config.elasticsearch.index == "lag_dc1" and config.elasticsearch.ca_file is None
+    (cluster,) = config.clusters
+    assert cluster.kafka.cluster == "dc1"  # the name in the documents
+    assert cluster.groups.select(["mirror-a", "mirror-a-test", "other"]) == ["mirror-a"]
+    assert cluster.topics.allows("orders") and not cluster.topics.allows("__consumer_offsets")
