@@ -5,7 +5,9 @@
 Runs the real Sampler over a fake Kafka shaped like the scale benchmark's estate c (10,000
 partitions in topics of 10-50, 500 groups each committed on its own topics, records arriving on
 every partition every tick) twice: with seconds and status as `watch` runs them, and with both
-switched off (the sampler as it was before issue 11), in three estates: quiet, typical (records
+switched off (the sampler as it was before issue 11), each sample followed by its documents and
+their bulk body (as watch builds them; lag_seconds and partition_status make them ~3.5x larger),
+in three estates: quiet, typical (records
 arrive every second, groups commit every 5 s, as Kafka consumers do by default) and extreme
 (every commit moves every second). Prints the CPU per sample of each (process time: mean, median
 and p90 over the ticks after a warm-up), the part spent in seconds and status (timed inside
@@ -24,11 +26,13 @@ import tracemalloc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lag_exporter.documents import sample_documents
 from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.gc_tuning import relax_gc
 from lag_exporter.model import GroupOffsets, PartitionLag, TopicPartition
 from lag_exporter.sampler import Sampler
+from lag_exporter.sinks.elasticsearch import OrjsonNdjsonSerializer
 
 
 class EstateC:
@@ -126,17 +130,21 @@ class TimedEstimates(Estimates):
 
 def cpu_per_sample(estimates: Estimates, ticks: int, busy: bool = True, commit_every: int = 1
                    ) -> tuple[list[float], list[float]]:
-    """(CPU per sample, CPU spent in the estimates per sample), warm-up ticks left out."""
+    """(CPU per sample: the sample, its documents and their bulk body; CPU spent in the
+    estimates per sample), warm-up ticks left out."""
     source = EstateC(busy, commit_every)
     clock = [0.0]
     sampler = Sampler(source, list(source.partitions_of), clock=lambda: clock[0],
                       estimates=estimates, wall_clock=lambda: 1_800_000_000.0 + clock[0])
     costs, in_estimates = [], []
+    bulk_body = OrjsonNdjsonSerializer()
     for tick in range(ticks):
         clock[0] = float(tick)
         spent_before = getattr(estimates, "spent", 0.0)
         started = time.process_time()
-        sampler.sample()
+        documents = sample_documents(sampler.sample())
+        bulk_body.dumps([part for document in documents for part in (
+            {"create": {"_index": "consumer_lag", "_id": document.doc_id}}, document.source)])
         costs.append(time.process_time() - started)
         in_estimates.append(getattr(estimates, "spent", 0.0) - spent_before)
     return costs[10:], in_estimates[10:]  # warm-up: the first samples build every structure
@@ -162,8 +170,8 @@ def main() -> None:
         without, _ = cpu_per_sample(WithoutEstimates(), ticks, busy, commit_every)
         with_estimates, in_estimates = cpu_per_sample(TimedEstimates(), ticks, busy,
                                                       commit_every)
-        for name, costs in (("sample without seconds and status", without),
-                            ("sample with seconds and status", with_estimates),
+        for name, costs in (("sample, documents, body without", without),
+                            ("sample, documents, body with", with_estimates),
                             ("of which seconds and status", in_estimates)):
             costs = sorted(costs)
             print(f"  {name:>34}: CPU mean {statistics.mean(costs) * 1000:6.1f} ms, "
