@@ -3,19 +3,17 @@ next to the cluster's own groups (the offsets topic itself is read in tests/inte
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cli import keep_logging, run  # noqa: F401 (keep_logging: an autouse fixture)
 from test_config_file import toml_document, toml_values
 from test_sampler import FakeKafka
 
-from lag_exporter.cli import _Cli, cli, resolve_config
+from lag_exporter.cli import resolve_config
 from lag_exporter.config import MIRROR_KEYS, load_config
 from lag_exporter.errors import ConfigError, SourceError
 from lag_exporter.mm2 import MirrorSettings
@@ -26,17 +24,6 @@ from lag_exporter.sampler import Sampler
 TP = TopicPartition
 
 
-@pytest.fixture(autouse=True)
-def keep_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
-    _Cli.debug = False
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 def params(**given: Any) -> dict[str, Any]:
