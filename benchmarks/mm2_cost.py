@@ -24,6 +24,7 @@ Both topics and the group are left in place for the next run.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -49,8 +50,6 @@ Partition = tuple[str, int]
 
 
 def high_watermarks(partitions: list[Partition]) -> dict[Partition, int]:
-    import importlib
-
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
@@ -79,16 +78,31 @@ def commit_group(watermarks: dict[Partition, int]) -> None:
         consumer.close()
 
 
+TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.ms": "60000",
+                "min.cleanable.dirty.ratio": "0.1"}
+"""Compacted like Connect's offsets topic; segments rolled every minute so the log cleaner keeps
+the topic near 10,000 live records across runs (Connect's defaults roll a segment at 1 GB: a
+mirror flushing 10,000 positions a second leaves millions of records for the catch-up)."""
+
+
 def create_offsets_topic() -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": TARGET})
-    if OFFSETS_TOPIC in admin.list_topics(timeout=30).topics:
+    if OFFSETS_TOPIC not in admin.list_topics(timeout=30).topics:
+        future = admin.create_topics([NewTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, 1,
+                                               config=TOPIC_CONFIG)])[OFFSETS_TOPIC]
+        future.result(timeout=60)
         return
-    future = admin.create_topics([NewTopic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, 1,
-                                           config={"cleanup.policy": "compact"})])[OFFSETS_TOPIC]
-    future.result(timeout=60)
+    kafka_admin: Any = importlib.import_module("confluent_kafka.admin")
+    resource = kafka_admin.ConfigResource(
+        kafka_admin.ResourceType.TOPIC, OFFSETS_TOPIC,
+        incremental_configs=[kafka_admin.ConfigEntry(
+            name, value, incremental_operation=kafka_admin.AlterConfigOpType.SET)
+            for name, value in TOPIC_CONFIG.items()])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=60)
 
 
 def position_records(watermarks: dict[Partition, int]) -> list[tuple[bytes, bytes]]:
@@ -196,6 +210,13 @@ def measure(label: str, command: list[str], warmup_s: float, seconds: float,
     with output.open("w") as out, errors.open("w") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err)
     try:
+        # The warm-up starts at the first sample written: the mirror's catch-up (reading the
+        # offsets topic from its beginning, once) is not a per-sample cost.
+        deadline = time.monotonic() + 600
+        while output.stat().st_size == 0 and process.poll() is None:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{label}: no sample after 600 s: {errors.read_text()[-2000:]}")
+            time.sleep(0.2)
         time.sleep(warmup_s)
         cpu_before, _ = tree_usage(process.pid)
         started = time.time()
@@ -220,6 +241,21 @@ def measure(label: str, command: list[str], warmup_s: float, seconds: float,
                       if key[0] == "p" and key[1:].isdigit()]
     return Run(label, len(in_window), cpu_after - cpu_before, rss / 1024, len(partition_lags),
                sum(partition_lags), {str(d["group"]) for d in last})
+
+
+def offsets_topic_records() -> int:
+    """Records a catch-up reads: high minus low watermark, summed over the topic's partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": TARGET, "group.id": "mm2-cost-probe"})
+    try:
+        total = 0
+        for n in range(OFFSETS_PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(OFFSETS_TOPIC, n), 30)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
 
 
 def follower_requests(seconds: float) -> tuple[int, dict[str, int]]:
@@ -292,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     say("counting the follower's requests")
     probe_samples, requests = follower_requests(20)
+    say(f"{OFFSETS_TOPIC}: offsets span {offsets_topic_records()} (records before compaction)")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="mm2-cost-") as work:
         for round_number in range(args.rounds):
