@@ -737,7 +737,12 @@ class Outbox:
         except (sqlite3.Error, OSError) as error:
             log.error("could not import the previous spool format from %s: %s (left there)",
                       spool_dir, error)
-        moved = self._quarantine(unreadable)
+        try:
+            moved = self._quarantine(unreadable)
+        except OSError as error:  # e.g. quarantine/ is a file: start anyway, leave them there
+            log.error("could not move %d unreadable or temporary file(s) of %s to %s/: %s "
+                      "(left there)", len(unreadable), spool_dir, QUARANTINE_DIR, error)
+            moved = []
         with contextlib.suppress(OSError):
             directory = os.open(spool_dir, os.O_RDONLY)
             try:

@@ -1091,3 +1091,19 @@ def test_a_batch_on_disk_dropped_while_it_was_sent_is_reported_delivered_harmles
     assert drain(outbox) == [2]
     outbox.close()
     assert spooled(tmp_path) == []
+
+
+def test_leftovers_that_cannot_be_quarantined_are_left_and_the_outbox_starts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by mutation testing: quarantine/ being a file raised FileExistsError at start."""
+    (tmp_path / "quarantine").write_text("not a directory")
+    (tmp_path / f"{2:020d}.tmp").write_text("{half")
+    with caplog.at_level(logging.ERROR, logger="lag_exporter.outbox"):
+        outbox = Outbox(tmp_path)
+    outbox.put(docs(1))
+    outbox.close()
+    assert spooled(tmp_path) == [1]
+    assert (tmp_path / f"{2:020d}.tmp").exists()
+    assert [m for m in messages_of(caplog) if "quarantine" in m] == [
+        f"could not move 1 unreadable or temporary file(s) of {tmp_path} to quarantine/: "
+        f"[Errno 17] File exists: '{tmp_path / 'quarantine'}' (left there)"]
