@@ -370,3 +370,14 @@ def test_the_default_and_smallest_settings() -> None:
     assert (default.max_points, default.tolerance_s) == (120, 0.5)
     smallest: WatermarkHistory[str] = WatermarkHistory(4, 0.0)
     assert (smallest.max_points, smallest.tolerance_s) == (4, 0.0)
+
+
+def test_covers_says_whether_stored_points_lie_on_both_sides_of_an_offset() -> None:
+    history: WatermarkHistory[str] = WatermarkHistory()
+    assert not history.covers("p", 5)  # no history
+    history.record("p", 10, 0.0)
+    history.record("p", 20, 10.0)
+    assert [history.covers("p", offset) for offset in (9, 10, 19, 20)] == [
+        False, True, True, False]  # from the first point (inclusive) to the last (exclusive)
+    assert not history.covers("p", None)
+    assert not history.covers("q", 15)
