@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from lag_exporter.errors import ConfigError
@@ -101,6 +101,9 @@ def check_names(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+DocumentShape = Literal["wide", "partition"]
+
+
 @dataclass(frozen=True)
 class ElasticsearchSettings:
     urls: tuple[str, ...]
@@ -110,6 +113,9 @@ class ElasticsearchSettings:
     api_key: str | None = None
     ca_file: str | None = None
     timeout_s: float = 10.0
+    document_shape: DocumentShape = "wide"
+    """"wide": one `consumer_lag` document per group x topic (p0..pN); "partition": one per
+    partition, for topics too wide for one document."""
 
     def __repr__(self) -> str:  # never show secrets, even in a debugger or a traceback
         return f"ElasticsearchSettings(urls={self.urls!r}, index={self.index!r})"
