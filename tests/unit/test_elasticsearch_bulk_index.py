@@ -1,0 +1,191 @@
+"""What the Elasticsearch and OpenSearch sinks share (sinks/bulk_index.py), over a fake of the
+sinks' own small IndexServer interface: no server needed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lag_exporter.config import ElasticsearchSettings
+from lag_exporter.documents import Document
+from lag_exporter.errors import ConfigError, SinkError
+from lag_exporter.sinks.bulk_index import (
+    AlreadyExists,
+    BulkIndexSink,
+    field_limit_advice,
+    load_mapping,
+    ndjson,
+    partition_template,
+    read_bulk_answer,
+    wrong_shape,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LIMIT_REASON = ("400 document_parsing_exception: [1:9000] failed to parse: Limit of total "
+                "fields [1000] has been exceeded while adding new fields [3]")
+
+
+class FakeServer:
+    """Records what the sink asks; answers as configured."""
+
+    product = "Elasticsearch"
+
+    def __init__(self, data_streams: bool = True, existing: dict[str, Any] | None = None,
+                 answer: list[dict[str, Any]] | None = None) -> None:
+        self.data_streams = data_streams
+        self.existing = existing
+        self.answer = answer or []
+        self.calls: list[tuple[str, Any]] = []
+
+    def exists(self, index: str) -> bool:
+        return self.existing is not None
+
+    def mapped_properties(self, index: str) -> dict[str, dict[str, Any]]:
+        return {index: self.existing or {}}
+
+    def create_index(self, index: str, mappings: dict[str, Any]) -> None:
+        self.calls.append(("create_index", mappings))
+
+    def has_data_streams(self) -> bool:
+        return self.data_streams
+
+    def put_index_template(self, name: str, body: dict[str, Any]) -> None:
+        self.calls.append(("put_index_template", (name, body)))
+
+    def create_data_stream(self, name: str) -> None:
+        self.calls.append(("create_data_stream", name))
+        raise AlreadyExists("resource_already_exists")  # another exporter was first
+
+    def bulk(self, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.calls.append(("bulk", operations))
+        return self.answer
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+def settings(shape: str = "wide") -> ElasticsearchSettings:
+    return ElasticsearchSettings(("http://127.0.0.1:1",), index="lag", document_shape=shape)  # type: ignore[arg-type]
+
+
+def wide_document(partitions: int) -> Document:
+    return Document("id1", {"@timestamp": "2026-01-01T00:00:00.000Z", "cluster": "c",
+                            "group": "g", "topic": "wide",
+                            **{f"p{n}": 0 for n in range(partitions)}})
+
+
+def test_the_two_mapping_json_files_are_identical() -> None:
+    assert (ROOT / "mapping.json").read_text() == (ROOT / "lag_exporter/mapping.json").read_text()
+    assert load_mapping() == json.loads((ROOT / "mapping.json").read_text())
+
+
+def test_partition_template_is_a_data_stream_only_where_the_server_has_them() -> None:
+    with_stream = partition_template("lag_p", data_stream=True)
+    plain = partition_template("lag_p", data_stream=False)
+    assert with_stream["index_patterns"] == plain["index_patterns"] == ["lag_p"]
+    assert with_stream["data_stream"] == {} and "data_stream" not in plain
+    consumer_group = plain["template"]["mappings"]["properties"]["kafka"]["properties"][
+        "consumergroup"]["properties"]
+    assert {name: spec["type"] for name, spec in consumer_group.items()} == {
+        "id": "keyword", "consumer_lag": "long", "offset": "long",
+        "consumer_lag_seconds": "float", "consumer_lag_unknown": "boolean", "status": "keyword"}
+
+
+def test_bulk_answer_counts_stored_already_there_and_rejected_and_raises_on_overload() -> None:
+    items: list[dict[str, Any]] = [{"create": {"status": 201}}, {"create": {"status": 409}},
+             {"create": {"status": 400, "error": {"type": "x", "reason": "y"}}}]
+    report = read_bulk_answer("OpenSearch", items)
+    assert (report.stored, report.already_stored, report.rejected) == (1, 1, ("400 x: y",))
+    with pytest.raises(SinkError, match=r"^OpenSearch is overloaded: 429"):
+        read_bulk_answer("OpenSearch", [{"create": {"status": 429, "error": "busy"}}])
+
+
+def test_ndjson_is_one_line_per_operation_ending_in_a_newline() -> None:
+    body = ndjson([{"create": {"_id": "a"}}, {"t": "é", "n": 2**62}])
+    assert body.endswith(b"\n") and body.count(b"\n") == 2
+    assert [json.loads(line) for line in body.splitlines()] == [
+        {"create": {"_id": "a"}}, {"t": "é", "n": 2**62}]
+
+
+def test_field_limit_advice_names_the_limit_the_topic_and_both_remedies() -> None:
+    advice = field_limit_advice("Elasticsearch", "lag", [LIMIT_REASON],
+                                [wide_document(3), wide_document(1200)])
+    assert advice is not None and "\n" not in advice
+    assert "index.mapping.total_fields.limit (1000)" in advice
+    assert "topic 'wide' has 1204 fields" in advice
+    assert 'document_shape = "partition" in [elasticsearch]' in advice
+    assert field_limit_advice("Elasticsearch", "lag", ["400 x: y"], [wide_document(3)]) is None
+
+
+def test_field_limit_is_logged_once_however_often_it_comes_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rejected = {"create": {"status": 400, "error": {
+        "type": "document_parsing_exception",
+        "reason": LIMIT_REASON.split(": ", 1)[1]}}}
+    sink = BulkIndexSink(settings(), FakeServer(existing={}, answer=[rejected]))
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            assert len(sink.write([wide_document(1200)]).rejected) == 1
+    lines = [r.getMessage() for r in caplog.records if "total_fields" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_partition_shape_installs_the_template_then_a_data_stream() -> None:
+    server = FakeServer(data_streams=True)
+    BulkIndexSink(settings("partition"), server).ensure_index()
+    (name, body), stream = server.calls[0][1], server.calls[1]
+    assert name == "lag-exporter-lag" and "data_stream" in body
+    assert stream == ("create_data_stream", "lag")
+
+
+def test_partition_shape_without_data_streams_is_a_plain_index_with_the_same_mapping() -> None:
+    server = FakeServer(data_streams=False)
+    BulkIndexSink(settings("partition"), server).ensure_index()
+    (_, body) = server.calls[0][1]
+    assert "data_stream" not in body
+    assert server.calls[1] == ("create_index", body["template"]["mappings"])
+
+
+def test_wide_shape_creates_the_index_from_mapping_json() -> None:
+    server = FakeServer()
+    BulkIndexSink(settings("wide"), server).ensure_index()
+    assert server.calls == [("create_index", load_mapping()["mappings"])]
+
+
+def test_an_index_of_the_other_shape_is_refused_in_one_line() -> None:
+    with pytest.raises(SinkError, match=r'^index lag does not fit document_shape = "partition"'):
+        BulkIndexSink(settings("partition"),
+                      FakeServer(existing={"group": {"type": "keyword"}})).ensure_index()
+    with pytest.raises(SinkError, match="per-partition document shape"):
+        BulkIndexSink(settings("wide"), FakeServer(existing={"kafka": {}})).ensure_index()
+    assert wrong_shape({"kafka": {}}, "partition") is None
+    assert wrong_shape({"group": {}}, "wide") is None
+
+
+def test_bulk_creates_with_the_documents_ids_into_the_index() -> None:
+    server = FakeServer(existing={}, answer=[{"create": {"status": 201}}])
+    sink = BulkIndexSink(settings(), server)
+    sink.write([wide_document(1)])
+    assert server.calls[-1] == ("bulk", [{"create": {"_index": "lag", "_id": "id1"}},
+                                         wide_document(1).source])
+
+
+def test_opensearch_sink_without_opensearch_py_is_one_config_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lag_exporter.sinks.opensearch import OpenSearchSink
+
+    monkeypatch.setitem(sys.modules, "opensearchpy", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'lag-exporter\[opensearch\]'$"):
+        OpenSearchSink(settings())
+
+
+def test_opensearch_refuses_an_api_key_in_one_line() -> None:
+    from lag_exporter.sinks.opensearch import OpenSearchSink
+
+    with pytest.raises(ConfigError, match="not an Elasticsearch API key"):
+        OpenSearchSink(ElasticsearchSettings(("http://127.0.0.1:1",), api_key="k"))
