@@ -1,4 +1,5 @@
-"""The HTTP side of the Prometheus endpoint: GET /metrics and GET /healthz, nothing else.
+"""The HTTP endpoint: GET /metrics and /healthz, and with a LagView the web page (/, its two
+assets) and /api/lag, the JSON that the page and `lag-exporter top --from` read.
 
 Standard library only: a ThreadingHTTPServer in a daemon thread, so a slow scraper never holds up
 sampling and a stuck connection never holds up exit.
@@ -6,25 +7,100 @@ sampling and a stuck connection never holds up exit.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lag_exporter.errors import ConfigError
 from lag_exporter.metrics import Health, LagMetrics
+from lag_exporter.model import Sample
+from lag_exporter.view import LagHistory, sample_rows, view_payload
 
 log = logging.getLogger(__name__)
+
+# The page's files, shipped in lag_exporter/web/: path -> (file name, content type).
+PAGE_ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
+}
+
+# Everything from this origin, nothing from anywhere else (no CDN, no inline script or style).
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                           "form-action 'none'; frame-ancestors 'none'")
+
+HISTORY_WINDOW_S = 600.0
+HISTORY_STEP_S = 5.0
+"""The page's chart: the last 10 minutes, one point every 5 s per row (120 points)."""
+
+
+class LagView:
+    """What the page shows: the latest sample, each row's lag over the last minutes, and the
+    /api/lag body, built once per sample (on the first request after it), not per request.
+
+    `observe` is a sample observer (the sampling thread); `body` is called by HTTP threads.
+    """
+
+    def __init__(self, history: LagHistory | None = None,
+                 history_step_s: float = HISTORY_STEP_S) -> None:
+        self.history = history if history is not None else LagHistory(
+            window_s=HISTORY_WINDOW_S, max_points=int(HISTORY_WINDOW_S / HISTORY_STEP_S))
+        self.history_step_s = history_step_s
+        self._last_recorded_s = float("-inf")
+        self._sample: Sample | None = None
+        self._body: bytes | None = None
+        self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+
+    def observe(self, sample: Sample) -> None:
+        moment_s = sample.taken_at.timestamp()
+        # Thinned to one point per step: the chart needs no more, and sorting the rows every
+        # tick would cost the sampling thread time at thousands of rows.
+        if moment_s - self._last_recorded_s >= self.history_step_s:
+            self.history.record(moment_s, sample_rows(sample))
+            self._last_recorded_s = moment_s
+        with self._lock:
+            previous = self._sample
+            if previous is not None and sample.pending_clusters:
+                # A slow cluster's sample comes late: keep showing its last rows meanwhile.
+                kept = tuple(g for g in previous.groups if g.cluster in sample.pending_clusters)
+                sample = dataclasses.replace(sample, groups=sample.groups + kept)
+            self._sample = sample
+            self._body = None
+
+    def body(self) -> bytes:
+        """The JSON of view.view_payload for the latest sample."""
+        with self._build_lock:  # one request builds it, the others wait and reuse it
+            with self._lock:
+                sample, body = self._sample, self._body
+            if body is not None:
+                return body
+            body = orjson.dumps(view_payload(sample, self.history))
+            with self._lock:
+                if self._sample is sample:
+                    self._body = body
+            return body
+
+
+def read_asset(name: str) -> bytes:
+    return (resources.files("lag_exporter") / "web" / name).read_bytes()
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: LagMetrics
     health: Health
+    view: LagView | None
+    assets: dict[str, tuple[bytes, str]]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The default prints a traceback to stderr, e.g. for every scraper that hangs up early.
@@ -52,13 +128,25 @@ class _Handler(BaseHTTPRequestHandler):
             healthy, reason = self.server.health.status()
             self._reply(200 if healthy else 503, f"{reason}\n".encode(),
                         "text/plain; charset=utf-8")
+        elif path == "/api/lag" and self.server.view is not None:
+            self._reply(200, self.server.view.body(), "application/json",
+                        {"Cache-Control": "no-store"})
+        elif path in self.server.assets:
+            body, content_type = self.server.assets[path]
+            self._reply(200, body, content_type,
+                        {"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                         "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
         else:
-            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain")
+            hint = "/metrics or /healthz" if self.server.view is None else "/, /api/lag or /metrics"
+            self._reply(404, f"not found: try {hint}\n".encode(), "text/plain")
 
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+    def _reply(self, status: int, body: bytes, content_type: str,
+               headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -67,13 +155,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpEndpoint:
-    """Serves `metrics` at /metrics and `health` at /healthz on host:port."""
+    """Serves `metrics` at /metrics and `health` at /healthz on host:port; with a `view`, also the
+    web page at / and its data at /api/lag."""
 
-    def __init__(self, host: str, port: int, metrics: LagMetrics, health: Health) -> None:
+    def __init__(self, host: str, port: int, metrics: LagMetrics, health: Health,
+                 view: LagView | None = None) -> None:
         self.host = host
         self._port = port
         self.metrics = metrics
         self.health = health
+        self.view = view
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -98,11 +189,16 @@ class HttpEndpoint:
             raise ConfigError(f"cannot listen on {self.address} for /metrics: {reason}") from None
         server.metrics = self.metrics
         server.health = self.health
+        server.view = self.view
+        server.assets = {} if self.view is None else {
+            path: (read_asset(name), content_type)
+            for path, (name, content_type) in PAGE_ASSETS.items()}
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http-endpoint", daemon=True)
         self._thread.start()
-        log.info("serving /metrics and /healthz on %s", self.address)
+        log.info("serving %s/metrics and /healthz on %s",
+                 "the page at /, /api/lag, " if self.view is not None else "", self.address)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop accepting, close the socket; waits at most about timeout_s. Idempotent."""

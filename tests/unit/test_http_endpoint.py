@@ -1,17 +1,21 @@
+import json
+import re
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from lag_exporter.errors import ConfigError
-from lag_exporter.http_endpoint import HttpEndpoint
+from lag_exporter.http_endpoint import CONTENT_SECURITY_POLICY, PAGE_ASSETS, HttpEndpoint, LagView
 from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.view import rows_from_payload, sample_rows
 
 SAMPLE = Sample(
     taken_at=datetime(2026, 1, 2, tzinfo=UTC),
@@ -29,14 +33,38 @@ def endpoint() -> Iterator[HttpEndpoint]:
         server.stop()
 
 
-def get(endpoint: HttpEndpoint, path: str) -> tuple[int, str, bytes]:
+@pytest.fixture
+def page() -> Iterator[HttpEndpoint]:
+    server = HttpEndpoint("127.0.0.1", 0, LagMetrics(), Health(1.0), view=LagView())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def fetch(endpoint: HttpEndpoint, path: str) -> tuple[int, dict[str, str], bytes]:
     url = f"http://127.0.0.1:{endpoint.port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.headers["Content-Type"], response.read()
+            return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, error.headers["Content-Type"], error.read()
+            return error.code, dict(error.headers), error.read()
+
+
+def get(endpoint: HttpEndpoint, path: str) -> tuple[int, str, bytes]:
+    status, headers, body = fetch(endpoint, path)
+    return status, headers["Content-Type"], body
+
+
+def sample_at(second: int, *groups: GroupLag, pending: tuple[str, ...] = ()) -> Sample:
+    return Sample(taken_at=datetime(2026, 1, 2, tzinfo=UTC) + timedelta(seconds=second),
+                  groups=groups, pending_clusters=pending)
+
+
+def group(cluster: str, name: str, committed: int, end: int) -> GroupLag:
+    return GroupLag(cluster, name, (PartitionLag("t", 0, committed, end, end - committed),))
 
 
 def test_port_zero_gets_a_real_port(endpoint: HttpEndpoint) -> None:
@@ -70,8 +98,89 @@ def test_healthz_503_then_200(endpoint: HttpEndpoint) -> None:
 
 
 def test_other_paths_are_404(endpoint: HttpEndpoint) -> None:
-    assert get(endpoint, "/")[0] == 404
+    assert get(endpoint, "/")[0] == 404  # no view given: no page, as before
+    assert get(endpoint, "/api/lag")[0] == 404
     assert get(endpoint, "/metrics/x")[0] == 404
+
+
+def test_api_lag_before_the_first_sample(page: HttpEndpoint) -> None:
+    status, headers, body = fetch(page, "/api/lag")
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert headers["Cache-Control"] == "no-store"
+    assert json.loads(body) == {"version": 1, "taken_at": None, "rows": []}
+
+
+def test_api_lag_is_the_view_payload_of_the_latest_sample(page: HttpEndpoint) -> None:
+    assert page.view is not None
+    first = sample_at(0, group("c", "a", 5, 10), group("c", "b", 0, 100))
+    page.view.observe(first)
+    status, _, body = get(page, "/api/lag")
+    payload = json.loads(body)
+    assert status == 200 and payload["taken_at"] == first.taken_at.timestamp()
+    rows = rows_from_payload(payload)
+    assert [(row.group, row.lag_total, spark) for row, spark in rows] == [
+        ("b", 100, [100]), ("a", 5, [5])]
+    assert [row for row, _ in rows] == sample_rows(first)
+    page.view.observe(sample_at(5, group("c", "a", 5, 500), group("c", "b", 100, 100)))
+    rows = rows_from_payload(json.loads(get(page, "/api/lag")[2]))
+    assert [(row.group, row.lag_total, spark) for row, spark in rows] == [
+        ("a", 495, [5, 495]), ("b", 0, [100, 0])]
+
+
+def test_api_lag_body_is_built_once_per_sample() -> None:
+    view = LagView()
+    view.observe(sample_at(0, group("c", "a", 5, 10)))
+    first = view.body()
+    assert view.body() is first  # cached, not rebuilt
+    view.observe(sample_at(1, group("c", "a", 5, 11)))
+    second = view.body()
+    assert second is not first and json.loads(second)["rows"][0]["lag_total"] == 6
+    assert view.body() is second
+
+
+def test_history_gets_one_point_per_step() -> None:
+    view = LagView(history_step_s=5.0)
+    for second in range(12):
+        view.observe(sample_at(second, group("c", "a", 0, second)))
+    assert [lag for _, lag in view.history.series(("c", "a", "t"))] == [0, 5, 10]
+    # The table is always the latest sample, whatever the history's step.
+    assert json.loads(view.body())["rows"][0]["lag_total"] == 11
+
+
+def test_a_pending_cluster_keeps_its_last_rows_until_its_sample_comes() -> None:
+    view = LagView()
+    view.observe(sample_at(0, group("fast", "a", 0, 1), group("slow", "b", 0, 7)))
+    view.observe(sample_at(1, group("fast", "a", 0, 2), pending=("slow",)))
+    rows = json.loads(view.body())["rows"]
+    assert sorted((row["cluster"], row["lag_total"]) for row in rows) == [("fast", 2),
+                                                                           ("slow", 7)]
+    view.observe(sample_at(2, group("fast", "a", 0, 3)))
+    assert [row["cluster"] for row in json.loads(view.body())["rows"]] == ["fast"]
+
+
+def test_page_and_assets_with_their_types_and_a_policy_against_external_loads(
+        page: HttpEndpoint) -> None:
+    for path, (_, content_type) in PAGE_ASSETS.items():
+        status, headers, body = fetch(page, path)
+        assert (status, headers["Content-Type"]) == (200, content_type), path
+        assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert body
+    assert "default-src 'none'" in CONTENT_SECURITY_POLICY
+    assert "http" not in CONTENT_SECURITY_POLICY and "*" not in CONTENT_SECURITY_POLICY
+    html = get(page, "/")[2].decode()
+    assert 'src="page.js"' in html and 'href="page.css"' in html
+    assert get(page, "/index.html")[0] == 404  # only the listed paths, no file serving
+    assert get(page, "/../view.py")[0] == 404
+
+
+def test_page_weight_is_small_and_loads_nothing_from_elsewhere() -> None:
+    files = {name: (resources.files("lag_exporter") / "web" / name).read_bytes()
+             for name, _ in PAGE_ASSETS.values()}
+    assert sum(len(body) for body in files.values()) < 30_000
+    for name, body in files.items():
+        # No absolute or protocol-relative URL (a CDN, a font): only this origin's paths.
+        assert not re.search(rb"https?:|[\"'(=]\s*//", body, re.I), name
 
 
 def test_port_in_use_is_a_config_error() -> None:

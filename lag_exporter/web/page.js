@@ -1,0 +1,1 @@
+// lag-exporter page
