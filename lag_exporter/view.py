@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -108,13 +109,16 @@ class LagHistory:
     """Each row's total lag over the last `window_s` seconds, at most `max_points` per row.
 
     Bounded twice: points older than the window are dropped as new ones come, and rows not seen
-    for a window are forgotten. Thread-safe: the sampling thread records, HTTP threads read.
+    for a window are forgotten. Points are kept in two arrays per row (16 bytes a point, not the
+    ~110 of a tuple of a float and an int). Thread-safe: the sampling thread records, HTTP
+    threads read.
     """
 
     def __init__(self, window_s: float = 600.0, max_points: int = 600) -> None:
         self.window_s = window_s
         self.max_points = max_points
-        self._points: dict[RowKey, deque[tuple[float, int | None]]] = {}
+        self._points: dict[RowKey, tuple[array[float], array[int]]] = {}
+        """Per row: times (seconds since the epoch) and lags (_UNKNOWN for None)."""
         self._lock = threading.Lock()
 
     def record(self, moment_s: float, rows: list[TopicRow]) -> None:
@@ -123,22 +127,33 @@ class LagHistory:
             for row in rows:
                 points = self._points.get(row.key)
                 if points is None:
-                    points = self._points[row.key] = deque(maxlen=self.max_points)
-                points.append((moment_s, row.lag_total))
+                    points = self._points[row.key] = (array("d"), array("q"))
+                times, lags = points
+                times.append(moment_s)
+                lags.append(_UNKNOWN if row.lag_total is None else row.lag_total)
+                if len(times) > self.max_points:
+                    del times[0], lags[0]
             horizon = moment_s - self.window_s
-            for key in [k for k, points in self._points.items() if points[-1][0] < horizon]:
+            for key in [k for k, (times, _) in self._points.items() if times[-1] < horizon]:
                 del self._points[key]
-            for points in self._points.values():
-                while points and points[0][0] < horizon:
-                    points.popleft()
+            for times, lags in self._points.values():
+                old = bisect_left(times, horizon)
+                if old:
+                    del times[:old], lags[:old]
 
     def series(self, key: RowKey) -> list[tuple[float, int | None]]:
         with self._lock:
-            return list(self._points.get(key, ()))
+            times, lags = self._points.get(key, ((), ()))
+            return [(t, None if lag == _UNKNOWN else lag) for t, lag in zip(times, lags,
+                                                                             strict=True)]
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(points) for points in self._points.values())
+            return sum(len(times) for times, _ in self._points.values())
+
+
+_UNKNOWN = -1
+"""A lag is never negative (a commit past the end counts 0), so -1 stands for unknown."""
 
 
 def sparkline(values: list[int | None], width: int) -> str:
