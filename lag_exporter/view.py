@@ -22,7 +22,8 @@ from lag_exporter.status import group_status
 PAYLOAD_VERSION = 1
 
 RowKey = tuple[str, str, str]
-"""(cluster, group, topic); topic is "" on the row of a group that could not be sampled."""
+"""(cluster, group, topic); topic is "" on the row of a group that could not be sampled or has
+no commit yet."""
 
 _STATUS_RANK = {"ERR": 2, "WARN": 1, "OK": 0}
 
@@ -98,10 +99,16 @@ def group_rows(group_lag: GroupLag) -> list[TopicRow]:
 
 
 def sample_rows(sample: Sample) -> list[TopicRow]:
-    """Every row of the sample, worst first. Topics without any commit are left out."""
-    rows = [row for group_lag in sample.groups for row in group_rows(group_lag)
-            if row.error is not None or any(p.committed_offset is not None
-                                            for p in row.partitions)]
+    """Every row of the sample, worst first. Topics without any commit are left out; a group
+    without any commit at all is one row without a topic and without a lag (it is waiting for
+    its first commit: shown as such, rather than missing or as a lag of None)."""
+    rows = []
+    for group_lag in sample.groups:
+        committed = [row for row in group_rows(group_lag)
+                     if row.error is not None or any(p.committed_offset is not None
+                                                     for p in row.partitions)]
+        rows += committed or [TopicRow(group_lag.cluster, group_lag.group, "", None, None, None,
+                                       None, 0, ())]
     return sorted(rows, key=worst_first)
 
 
