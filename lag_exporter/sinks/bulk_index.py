@@ -167,7 +167,7 @@ def field_limit_advice(product: str, index: str, rejected: Sequence[str],
     return (f"{product} index {index}: documents with one field per partition exceed its "
             f"index.mapping.total_fields.limit ({limit}) (topic {widest.source.get('topic')!r} "
             f"has {len_of_source(widest)} fields); set document_shape = \"partition\" in "
-            "[elasticsearch] (one document per partition), or raise the index's "
+            f"[{product.lower()}] (one document per partition), or raise the index's "
             "index.mapping.total_fields.limit")
 
 

@@ -99,9 +99,9 @@ class OpenSearchServer:
     def has_data_streams(self) -> bool:
         try:
             self._call("", lambda: self.client.indices.get_data_stream())
-        except (SinkUnavailable, AlreadyExists):
+        except SinkUnavailable:
             raise
-        except SinkError as error:
+        except LagExporterError as error:
             if "refused the credentials (401)" in str(error):
                 raise
             return False
