@@ -13,6 +13,14 @@ Components (ports):
   kafka-target        Kafka 4.1 KRaft, PLAINTEXT 29092, controller 29093
   elasticsearch       Elasticsearch 8.19 (integ-test-zip), security off, HTTP 19200, transport 19300
   elasticsearch-auth  same with security on, basic auth over HTTPS 19201, transport 19301
+  elasticsearch9      Elasticsearch 9.2 (integ-test-zip) on the Temurin 25 JDK (9.x needs Java 21+:
+                      $LAGEXP_JAVA21_HOME, default /usr/lib/jvm/temurin-25-jdk-amd64), security
+                      off, HTTP 19202, transport 19302
+  opensearch          OpenSearch 2.19 (integ-test-zip: no security plugin), HTTP 19203,
+                      transport 19303
+  cloudwatch          moto's standalone server (.venv/bin/moto_server) on HTTP 19230, a local
+                      CloudWatch-compatible endpoint (any dummy credentials; data in memory only,
+                      so a stop/start empties it)
   mm1                 MirrorMaker 1 (kafka.tools.MirrorMaker from Kafka 3.9), source -> target,
                       group `oasis-group`, topics `oasis\\..*`. It commits offsets every 1 s
                       (--offset.commit.interval.ms 1000; the real default is 60 s) so that
@@ -34,8 +42,11 @@ host, a client certificate (PKCS12 and PEM), an expired client certificate and a
 nothing. They survive restarts (components started separately must share one CA); `down --wipe`
 deletes them.
 
-Elasticsearch refuses to run as root, so its nodes run as the system user `lagexp-es` (created
-when missing); the directories above the repository get o+x so that user can reach its files.
+Elasticsearch and OpenSearch refuse to run as root: started by root, their nodes run as the
+system user `lagexp-es` (created when missing) and the directories above the repository get o+x
+so that user can reach its files; started by any other user, they run as that user.
+
+Errors: every failure is one line on stderr (`stack: ...`, exit 1), naming the log to read.
 
 Tool passthroughs (`kafka-topics`, `kafka-consumer-groups`, `kafka-producer-perf-test`,
 `kafka-console-producer`, `kafka-console-consumer`) run the Kafka 4.1 CLI classes with a quiet
@@ -79,9 +90,12 @@ TLS = STATE / "tls"
 
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ES_VERSION = "8.19.21"
-ES_ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
+ES9_VERSION = "9.2.8"  # the newest 9.x integ-test-zip Maven Central serves (9.2.9, 9.3+: none)
+OPENSEARCH_VERSION = "2.19.6"  # the newest 2.19 that runs on Java 17
+JAVA21_HOME_DEFAULT = "/usr/lib/jvm/temurin-25-jdk-amd64"
 ES_USER = "lagexp-es"
 ES_HEAP = "-Xms512m -Xmx512m"
+MOTO_PORT = 19230
 
 SASL_MECHANISM = "SCRAM-SHA-512"
 SASL_USERNAME = "lagexp"
@@ -107,7 +121,7 @@ TOOLS: dict[str, str] = {
 
 
 class StackError(RuntimeError):
-    """A component could not be installed, started or stopped."""
+    """A component could not be installed, started or stopped (a one-line message)."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +141,43 @@ class Kafka:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """An integ-test-zip from Maven Central: Elasticsearch or OpenSearch, and the Java it needs."""
+
+    product: str
+    """"elasticsearch" or "opensearch": also the artifact id, the launcher and the zip's folder."""
+    group: str
+    version: str
+    needs_java21: bool = False
+
+    @property
+    def artifact(self) -> str:
+        return f"{self.group}:{self.product}:{self.version}:zip"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.product}-{self.version}"
+
+    @property
+    def env_prefix(self) -> str:
+        """Prefix of the launcher's environment variables (ES_JAVA_HOME, OPENSEARCH_JAVA_HOME)."""
+        return "ES" if self.product == "elasticsearch" else "OPENSEARCH"
+
+
+ES8 = Distribution("elasticsearch", "org.elasticsearch.distribution.integ-test-zip", ES_VERSION)
+ES9 = Distribution("elasticsearch", "org.elasticsearch.distribution.integ-test-zip", ES9_VERSION,
+                   needs_java21=True)
+OPENSEARCH = Distribution("opensearch", "org.opensearch.distribution.integ-test-zip",
+                          OPENSEARCH_VERSION)
+
+
+@dataclass(frozen=True)
 class Elastic:
     name: str
     http_port: int
     transport_port: int
     secure: bool
+    dist: Distribution = ES8
 
 
 KAFKAS = {
@@ -141,9 +187,12 @@ KAFKAS = {
 ELASTICS = {
     "elasticsearch": Elastic("elasticsearch", 19200, 19300, secure=False),
     "elasticsearch-auth": Elastic("elasticsearch-auth", 19201, 19301, secure=True),
+    "elasticsearch9": Elastic("elasticsearch9", 19202, 19302, secure=False, dist=ES9),
+    "opensearch": Elastic("opensearch", 19203, 19303, secure=False, dist=OPENSEARCH),
 }
+CLOUDWATCH = "cloudwatch"
 MIRRORS = ("mm1", "mm2")
-COMPONENTS: tuple[str, ...] = (*KAFKAS, *ELASTICS, *MIRRORS)
+COMPONENTS: tuple[str, ...] = (*KAFKAS, *ELASTICS, CLOUDWATCH, *MIRRORS)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -181,6 +230,19 @@ def java() -> str:
     return str(java_home() / "bin" / "java")
 
 
+def java21_home() -> Path:
+    """A JDK of version 21 or newer, for Elasticsearch 9."""
+    home = Path(os.environ.get("LAGEXP_JAVA21_HOME", JAVA21_HOME_DEFAULT))
+    if not (home / "bin" / "java").exists():
+        raise StackError(f"Elasticsearch 9 needs Java 21 or newer: no {home}/bin/java "
+                         f"(set LAGEXP_JAVA21_HOME to such a JDK)")
+    return home
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -194,8 +256,10 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 def fail(component: str, why: str) -> StackError:
+    """One line; the log's last lines go to stderr first, so CI output shows the cause."""
     path = log_file(component)
-    return StackError(f"{component}: {why}; log {path}, last lines:\n{tail(path)}")
+    log(f"{component}: last lines of {path}:\n{tail(path)}")
+    return StackError(f"{component}: {why} (log: {path})")
 
 
 # ---------------------------------------------------------------- downloads (cached)
@@ -205,10 +269,14 @@ def mvn(args: Sequence[str], pom: Path | None = None) -> None:
     cmd = ["mvn", "-B", "-q", f"-Dmaven.repo.local={CACHE / 'm2'}"]
     if pom is not None:
         cmd += ["-f", str(pom)]
-    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=REPO)
+    try:
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=REPO)
+    except FileNotFoundError:
+        raise StackError("`mvn` (Maven) is not installed: it fetches Kafka and Elasticsearch"
+                         ) from None
     if proc.returncode != 0:
-        output = proc.stdout[-3000:] + proc.stderr[-2000:]
-        raise StackError(f"mvn {' '.join(args)} failed:\n{output}")
+        path = write(log_file("mvn"), proc.stdout + proc.stderr)
+        raise StackError(f"mvn {' '.join(args)} failed (output: {path})")
 
 
 def libs(flavour: str) -> Path:
@@ -225,16 +293,16 @@ def libs(flavour: str) -> Path:
     return out
 
 
-def es_home() -> Path:
-    """Unpacked Elasticsearch integ-test-zip (shared read-only by both nodes)."""
-    home = CACHE / f"elasticsearch-{ES_VERSION}"
+def es_home(d: Distribution = ES8) -> Path:
+    """Unpacked integ-test-zip (shared read-only by the nodes of that distribution)."""
+    home = CACHE / d.folder
     if (home / ".complete").exists():
         return home
     dist = CACHE / "dist"
-    archive = dist / f"elasticsearch-{ES_VERSION}.zip"
+    archive = dist / f"{d.folder}.zip"
     if not archive.exists():
-        log(f"fetching {ES_ARTIFACT} with mvn")
-        mvn([f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={ES_ARTIFACT}", f"-DoutputDirectory={dist}"])
+        log(f"fetching {d.artifact} with mvn")
+        mvn([f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={d.artifact}", f"-DoutputDirectory={dist}"])
     shutil.rmtree(home, ignore_errors=True)
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(CACHE)
@@ -623,7 +691,14 @@ def ensure_es_user() -> None:
     except KeyError:
         log(f"creating system user {ES_USER}")
         subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--shell", "/usr/sbin/nologin", ES_USER], check=True)
+                        "--shell", "/usr/sbin/nologin", ES_USER], check=True,
+                       capture_output=True)
+
+
+def node_user() -> str | None:
+    """Who runs the Elasticsearch/OpenSearch nodes: ES_USER under root (they refuse root),
+    else the current user (None: no change of user)."""
+    return ES_USER if is_root() else None
 
 
 def make_traversable(path: Path) -> None:
@@ -634,10 +709,9 @@ def make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-def es_config(e: Elastic, home: Path) -> str:
+def es_config(e: Elastic) -> str:
     node = data_dir(e.name)
-    security = "true" if e.secure else "false"
-    return f"""\
+    common = f"""\
 cluster.name: lagexp-{e.name}
 node.name: {e.name}
 discovery.type: single-node
@@ -648,6 +722,11 @@ path.data: {node / "data"}
 path.logs: {node / "logs"}
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
+"""
+    if e.dist.product == "opensearch":  # the integ-test-zip has no security plugin
+        return common
+    security = "true" if e.secure else "false"
+    return common + f"""\
 xpack.security.enabled: {security}
 xpack.security.http.ssl.enabled: {security}{es_tls_config() if e.secure else ""}
 xpack.security.transport.ssl.enabled: false
@@ -663,18 +742,23 @@ xpack.security.http.ssl.key: tls/server-key.pem
 xpack.security.http.ssl.certificate_authorities: [tls/ca.pem]"""
 
 
+# jvm.options lines that write GC logs or heap dumps into the working directory
+UNWANTED_JVM_OPTIONS = ("-Xlog:gc", "-Xloggc", "HeapDump", "GCLog", "PrintGC",
+                        "PrintTenuring")
+
+
 def prepare_es(e: Elastic) -> None:
-    """Per-node config dir (copied from the distribution once), data and logs, owned by ES_USER."""
-    home = es_home()
+    """Per-node config dir (copied from the distribution once), data and logs; under root
+    owned by ES_USER."""
+    home = es_home(e.dist)
     node = data_dir(e.name)
     conf = node / "config"
     if not conf.exists():
         shutil.copytree(home / "config", conf)
-        # no GC log or heap dumps in the working directory
         options = [line for line in (conf / "jvm.options").read_text().splitlines()
-                   if not line.startswith(("-Xlog:gc", "-XX:+HeapDumpOnOutOfMemoryError"))]
+                   if not any(word in line for word in UNWANTED_JVM_OPTIONS)]
         (conf / "jvm.options").write_text("\n".join(options) + "\n")
-    write(conf / "elasticsearch.yml", es_config(e, home))
+    write(conf / f"{e.dist.product}.yml", es_config(e))
     if e.secure:
         (conf / "tls").mkdir(exist_ok=True)
         for name in ("server.pem", "server-key.pem", "ca.pem"):
@@ -685,28 +769,30 @@ def prepare_es(e: Elastic) -> None:
                        env=es_env(e), check=True, capture_output=True)
     for sub in ("data", "logs", "tmp"):
         (node / sub).mkdir(parents=True, exist_ok=True)
-    ensure_es_user()
-    make_traversable(REPO)
-    subprocess.run(["chown", "-R", f"{ES_USER}:{ES_USER}", str(node)], check=True)
+    if is_root():
+        ensure_es_user()
+        make_traversable(REPO)
+        subprocess.run(["chown", "-R", f"{ES_USER}:{ES_USER}", str(node)], check=True,
+                       capture_output=True)
 
 
 def es_env(e: Elastic) -> dict[str, str]:
     node = data_dir(e.name)
-    return {**os.environ, "ES_JAVA_HOME": str(java_home()), "ES_PATH_CONF": str(node / "config"),
-            "ES_JAVA_OPTS": ES_HEAP, "ES_TMPDIR": str(node / "tmp"), "HOME": str(node)}
+    prefix = e.dist.env_prefix
+    jdk = java21_home() if e.dist.needs_java21 else java_home()
+    return {**os.environ, f"{prefix}_JAVA_HOME": str(jdk),
+            f"{prefix}_PATH_CONF": str(node / "config"), f"{prefix}_JAVA_OPTS": ES_HEAP,
+            f"{prefix}_TMPDIR": str(node / "tmp"), "HOME": str(node)}
 
 
 def es_url(e: Elastic) -> str:
     return f"{'https' if e.secure else 'http'}://127.0.0.1:{e.http_port}"
 
 
-def es_request(e: Elastic, path: str, auth: tuple[str, str] | None = None) -> int:
-    """HTTP status of GET path (0 when the node does not answer)."""
-    request = urllib.request.Request(f"{es_url(e)}{path}")
-    context = ssl.create_default_context(cafile=str(TLS / "ca.pem")) if e.secure else None
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+def http_status(url: str, context: ssl.SSLContext | None = None,
+                headers: dict[str, str] | None = None) -> int:
+    """HTTP status of GET url (0 when nothing answers)."""
+    request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=2, context=context) as resp:
             return int(resp.status)
@@ -716,13 +802,40 @@ def es_request(e: Elastic, path: str, auth: tuple[str, str] | None = None) -> in
         return 0
 
 
+def es_request(e: Elastic, path: str, auth: tuple[str, str] | None = None) -> int:
+    """HTTP status of GET path (0 when the node does not answer)."""
+    context = ssl.create_default_context(cafile=str(TLS / "ca.pem")) if e.secure else None
+    headers = {}
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    return http_status(f"{es_url(e)}{path}", context, headers)
+
+
 def start_es(e: Elastic) -> Callable[[], None]:
     prepare_es(e)
-    spawn(e.name, [str(es_home() / "bin" / "elasticsearch")], env=es_env(e), user=ES_USER,
-          cwd=data_dir(e.name))
+    spawn(e.name, [str(es_home(e.dist) / "bin" / e.dist.product)], env=es_env(e),
+          user=node_user(), cwd=data_dir(e.name))
     auth = (ES_AUTH_USERNAME, ES_AUTH_PASSWORD) if e.secure else None
     health = "/_cluster/health?wait_for_status=yellow&timeout=1s"
     return lambda: wait_until(e.name, lambda: es_request(e, health, auth) == 200, 180)
+
+
+# ---------------------------------------------------------------- CloudWatch (moto)
+
+
+def cloudwatch_endpoint() -> str:
+    return f"http://127.0.0.1:{MOTO_PORT}"
+
+
+def start_cloudwatch() -> Callable[[], None]:
+    server = REPO / ".venv" / "bin" / "moto_server"
+    if not server.exists():
+        raise StackError(f"cloudwatch: no {server} (scripts/bootstrap installs it)")
+    spawn(CLOUDWATCH, [str(server), "-H", "127.0.0.1", "-p", str(MOTO_PORT)])
+    # any HTTP answer means the server is up (its dashboard path answers 200)
+    return lambda: wait_until(
+        CLOUDWATCH, lambda: http_status(f"{cloudwatch_endpoint()}/moto-api/") > 0, 60)
 
 
 # ---------------------------------------------------------------- orchestration
@@ -730,7 +843,7 @@ def start_es(e: Elastic) -> Callable[[], None]:
 
 def check_port_free(component: str) -> None:
     ports = {**{k: (v.port, *v.tls_ports().values()) for k, v in KAFKAS.items()},
-             **{k: (v.http_port,) for k, v in ELASTICS.items()}}
+             **{k: (v.http_port,) for k, v in ELASTICS.items()}, CLOUDWATCH: (MOTO_PORT,)}
     for port in ports.get(component, ()):
         if port_open(port):
             raise StackError(f"{component}: port {port} is taken by a process not started here")
@@ -741,6 +854,8 @@ def starter(component: str) -> Callable[[], Callable[[], None]]:
         return lambda: start_kafka(KAFKAS[component])
     if component in ELASTICS:
         return lambda: start_es(ELASTICS[component])
+    if component == CLOUDWATCH:
+        return start_cloudwatch
     return {"mm1": start_mm1, "mm2": start_mm2}[component]
 
 
@@ -816,6 +931,9 @@ def addresses() -> dict[str, dict[str, str]]:
         "elasticsearch": {"url": es_url(es)},
         "elasticsearch_auth": {"url": es_url(es_auth), "ca_file": str(TLS / "ca.pem"),
                                "username": ES_AUTH_USERNAME, "password": ES_AUTH_PASSWORD},
+        "elasticsearch9": {"url": es_url(ELASTICS["elasticsearch9"]), "version": ES9_VERSION},
+        "opensearch": {"url": es_url(ELASTICS["opensearch"]), "version": OPENSEARCH_VERSION},
+        "cloudwatch": {"endpoint": cloudwatch_endpoint()},
         "mm1": {"group": MM1_GROUP, "include": MM1_INCLUDE},
         "mm2": {"offsets_topic": MM2_OFFSETS_TOPIC, "topics": MM2_TOPICS},
     }
@@ -904,6 +1022,10 @@ class Stack:
     es_auth_ca_file: str
     es_auth_username: str
     es_auth_password: str
+    es9_url: str
+    opensearch_url: str
+    cloudwatch_endpoint: str
+    """moto's standalone server: boto3 with endpoint_url=this and any dummy credentials."""
     mm1_group: str
     mm2_offsets_topic: str
     tls: StackTls
@@ -933,7 +1055,9 @@ def ensure_up() -> Stack:
         target_bootstrap=data["target"]["bootstrap"], es_url=data["elasticsearch"]["url"],
         es_auth_url=es_auth["url"], es_auth_ca_file=es_auth["ca_file"],
         es_auth_username=es_auth["username"],
-        es_auth_password=es_auth["password"], mm1_group=data["mm1"]["group"],
+        es_auth_password=es_auth["password"], es9_url=data["elasticsearch9"]["url"],
+        opensearch_url=data["opensearch"]["url"],
+        cloudwatch_endpoint=data["cloudwatch"]["endpoint"], mm1_group=data["mm1"]["group"],
         mm2_offsets_topic=data["mm2"]["offsets_topic"],
         tls=StackTls(ssl_bootstrap=tls_data["ssl_bootstrap"],
                      mtls_bootstrap=tls_data["mtls_bootstrap"],
@@ -948,7 +1072,27 @@ def ensure_up() -> Stack:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; any failure is one line on stderr and exit 1, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_command(argv)
+    except (StackError, OSError, subprocess.SubprocessError) as err:
+        print(f"stack: {one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line; a failed command adds its own last line of stderr."""
+    text = str(err)
+    if isinstance(err, subprocess.CalledProcessError) and err.stderr:
+        output = err.stderr if isinstance(err.stderr, str) else err.stderr.decode(errors="replace")
+        lines = output.strip().splitlines()
+        if lines:
+            text += f": {lines[-1]}"
+    return " ".join(text.split())
+
+
+def run_command(argv: list[str]) -> int:
     if argv and argv[0] in TOOLS:
         cmd = tool_command(argv[0], argv[1:])
         os.execv(cmd[0], cmd)
@@ -964,21 +1108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in TOOLS:
         sub.add_parser(tool, help="Kafka CLI passthrough")
     ns = parser.parse_args(argv)
-    try:
-        if ns.command == "up":
-            up(ns.components)
-            print(ADDRESSES)
-        elif ns.command == "down":
-            down(ns.components, ns.wipe)
-        elif ns.command == "status":
-            report = status()
-            print(json.dumps(report, indent=2))
-            return 0 if all(s["running"] for s in report.values()) else 3
-        elif ns.command == "addresses":
-            print(json.dumps(addresses(), indent=2))
-    except StackError as err:
-        print(f"stack: {err}", file=sys.stderr)
-        return 1
+    if ns.command == "up":
+        up(ns.components)
+        print(ADDRESSES)
+    elif ns.command == "down":
+        down(ns.components, ns.wipe)
+    elif ns.command == "status":
+        report = status()
+        print(json.dumps(report, indent=2))
+        return 0 if all(s["running"] for s in report.values()) else 3
+    elif ns.command == "addresses":
+        print(json.dumps(addresses(), indent=2))
     return 0
 
 
