@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -58,6 +59,9 @@ class LagView:
         self._last_recorded_s = float("-inf")
         self._sample: Sample | None = None
         self._body: bytes | None = None
+        self._generation = 0
+        """Counts samples; with the start time it is the ETag (unique across restarts)."""
+        self._started = f"{time.time_ns():x}"
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()
 
@@ -76,19 +80,26 @@ class LagView:
                 sample = dataclasses.replace(sample, groups=sample.groups + kept)
             self._sample = sample
             self._body = None
+            self._generation += 1
 
     def body(self) -> bytes:
         """The JSON of view.view_payload for the latest sample."""
+        return self.latest()[1]
+
+    def latest(self) -> tuple[str, bytes]:
+        """(ETag, JSON body) of the latest sample: the page polls with If-None-Match, so a
+        poll between two samples costs a 304, not the whole body again."""
         with self._build_lock:  # one request builds it, the others wait and reuse it
             with self._lock:
-                sample, body = self._sample, self._body
+                sample, body, generation = self._sample, self._body, self._generation
+            etag = f'"{self._started}-{generation}"'
             if body is not None:
-                return body
+                return etag, body
             body = orjson.dumps(view_payload(sample, self.history))
             with self._lock:
-                if self._sample is sample:
+                if self._generation == generation:
                     self._body = body
-            return body
+            return etag, body
 
 
 def read_asset(name: str) -> bytes:
@@ -129,8 +140,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200 if healthy else 503, f"{reason}\n".encode(),
                         "text/plain; charset=utf-8")
         elif path == "/api/lag" and self.server.view is not None:
-            self._reply(200, self.server.view.body(), "application/json",
-                        {"Cache-Control": "no-store"})
+            etag, body = self.server.view.latest()
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            self._reply(200, body, "application/json",
+                        {"ETag": etag, "Cache-Control": "no-cache"})
         elif path in self.server.assets:
             body, content_type = self.server.assets[path]
             self._reply(200, body, content_type,

@@ -1,1 +1,162 @@
-// lag-exporter page
+// The lag-exporter page: polls api/lag, draws the table (worst first, as served) and an SVG
+// chart of each row's lag history. Plain DOM, no framework, nothing loaded from elsewhere.
+"use strict";
+
+const POLL_MS = 1000;  // the server answers 304 until a new sample is taken
+const CHART_ROWS = 8;  // lines on the chart: the worst rows
+const WINDOW_S = 600;  // the server keeps 10 minutes of history
+const COLOURS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#b7791f", "#1b7c83", "#bf3989",
+                 "#57606a"];
+
+const open = new Set();  // rows whose partitions are shown, by key
+let last = null;  // the latest payload
+
+const $ = (id) => document.getElementById(id);
+const key = (row) => JSON.stringify([row.cluster, row.group, row.topic]);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
+  for (const child of children) node.append(child == null ? "" : child);
+  return node;
+}
+
+function number(value) {
+  return value == null ? "–" : value.toLocaleString("en-US");
+}
+
+function duration(seconds) {
+  if (seconds == null) return "–";
+  if (seconds < 10) return seconds.toFixed(1) + " s";
+  if (seconds < 120) return Math.round(seconds) + " s";
+  if (seconds < 7200) return Math.floor(seconds / 60) + " min " + Math.round(seconds % 60) + " s";
+  return Math.floor(seconds / 3600) + " h " + Math.round(seconds % 3600 / 60) + " min";
+}
+
+function badge(status) {
+  return status ? el("span", {class: "badge " + status}, status) : "–";
+}
+
+function partitions(row) {
+  const body = el("tbody");
+  for (const p of row.partitions) {
+    body.append(el("tr", {class: p.status || ""}, el("td", {}, String(p.partition)),
+      el("td", {class: "num"}, number(p.committed_offset)),
+      el("td", {class: "num"}, number(p.high_watermark)),
+      el("td", {class: "num"}, number(p.lag)),
+      el("td", {class: "num"}, duration(p.seconds)), el("td", {}, badge(p.status))));
+  }
+  const head = el("tr", {}, ...["partition", "committed", "end", "lag", "behind", "status"]
+    .map((name, i) => el("th", {class: i && i < 5 ? "num" : ""}, name)));
+  return el("table", {}, el("thead", {}, head), body);
+}
+
+function drawTable(rows) {
+  const body = document.querySelector("#lag tbody");
+  const lines = [];
+  for (const row of rows) {
+    const k = key(row);
+    const lag = row.lag_total == null && row.partitions_unknown
+      ? row.partitions_unknown + " unknown" : number(row.lag_total);
+    const tr = el("tr", {class: "row " + (row.error ? "ERR" : row.status || ""), "data-key": k,
+                         "data-group": row.group, "data-topic": row.topic},
+      el("td", {class: "wide"}, row.cluster), el("td", {}, row.group),
+      el("td", {}, row.topic || "–"),
+      el("td", {class: "num lag", "data-lag": row.lag_total == null ? "" : row.lag_total}, lag),
+      el("td", {class: "num wide"}, number(row.lag_max)),
+      el("td", {class: "num"}, duration(row.seconds_max)),
+      el("td", {}, row.error ? el("span", {class: "error"}, row.error) : badge(row.status)));
+    tr.addEventListener("click", () => {
+      if (open.has(k)) open.delete(k); else open.add(k);
+      drawTable(last.rows);
+    });
+    lines.push(tr);
+    if (open.has(k) && row.partitions.length) {
+      lines.push(el("tr", {class: "detail"}, el("td", {colspan: "7"}, partitions(row))));
+    }
+  }
+  body.replaceChildren(...lines);
+  $("empty").hidden = rows.length > 0;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+function drawChart(payload) {
+  const chart = $("chart");
+  const width = chart.clientWidth || 600, height = chart.clientHeight || 220;
+  const left = 52, right = 8, top = 8, bottom = 20;
+  const now = payload.taken_at, since = now - WINDOW_S;
+  // Each charted row: its history, then its current lag (the history is thinned).
+  const series = payload.rows.filter((row) => row.topic).slice(0, CHART_ROWS).map((row) => ({
+    row, points: row.history.concat([[now, row.lag_total]]).filter(([t]) => t >= since)}));
+  const highest = Math.max(1, ...series.flatMap((s) => s.points.map(([, lag]) => lag || 0)));
+  const x = (t) => left + (t - since) / WINDOW_S * (width - left - right);
+  const y = (lag) => top + (1 - lag / highest) * (height - top - bottom);
+  const nodes = [];
+  for (let i = 0; i <= 4; i++) {
+    const lag = Math.round(highest * i / 4);
+    nodes.push(svg("line", {class: "grid", x1: left, x2: width - right, y1: y(lag), y2: y(lag)}),
+      svg("text", {x: left - 4, y: y(lag) + 4, "text-anchor": "end"}, number(lag)));
+  }
+  for (let minutes = 0; minutes <= WINDOW_S / 60; minutes += 2) {
+    nodes.push(svg("text", {x: x(now - minutes * 60), y: height - 4,
+      "text-anchor": minutes ? "middle" : "end"}, minutes ? "-" + minutes + " min" : "now"));
+  }
+  let drawn = 0;
+  const legend = [];
+  series.forEach((s, i) => {
+    let d = "", pen = "M";
+    for (const [t, lag] of s.points) {
+      if (lag == null) { pen = "M"; continue; }  // a gap, not a zero
+      d += pen + x(t).toFixed(1) + " " + y(lag).toFixed(1) + " ";
+      pen = "L";
+      drawn++;
+    }
+    const colour = COLOURS[i % COLOURS.length];
+    nodes.push(svg("path", {d: d.trim() || "M0 0", stroke: colour, "data-key": key(s.row)}));
+    const swatch = el("i");
+    swatch.style.background = colour;
+    legend.push(el("li", {}, swatch, s.row.group + " / " + s.row.topic));
+  });
+  chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  chart.replaceChildren(...nodes);
+  chart.setAttribute("data-series", String(series.length));
+  chart.setAttribute("data-points", String(drawn));
+  $("legend").replaceChildren(...legend);
+}
+
+function showState(text, stale) {
+  const state = $("state");
+  state.textContent = text;
+  state.classList.toggle("stale", stale);
+}
+
+async function poll() {
+  try {
+    const response = await fetch("api/lag", {cache: "no-cache"});
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    const payload = await response.json();
+    if (payload.taken_at != null && (!last || payload.taken_at !== last.taken_at)) {
+      last = payload;
+      drawTable(payload.rows);
+      drawChart(payload);
+    }
+    if (last) {
+      const age = Date.now() / 1000 - last.taken_at;
+      showState("sample of " + new Date(last.taken_at * 1000).toLocaleTimeString() + ", " +
+                last.rows.length + " row(s)", age > 30);
+    }
+  } catch (error) {
+    showState("cannot reach the exporter (" + error.message + "), retrying", true);
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+window.addEventListener("resize", () => { if (last) drawChart(last); });
+$("window").textContent = String(WINDOW_S / 60);
+poll();
