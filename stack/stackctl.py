@@ -866,9 +866,18 @@ def select(components: Sequence[str]) -> list[str]:
     return [c for c in COMPONENTS if not components or c in components]
 
 
+def foreign_moto() -> bool:
+    """A moto server not started by the stack already answers on the cloudwatch port."""
+    return http_status(f"{cloudwatch_endpoint()}/moto-api/") == 200
+
+
 def up(components: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     """Start the named components (all if none) unless running; wait until ready."""
     todo = [c for c in select(components) if not running(c)]
+    if CLOUDWATCH in todo and foreign_moto():
+        # Same endpoint, same behaviour: use it rather than fail (stop/start cannot reach it).
+        log(f"cloudwatch: using the moto server already on port {MOTO_PORT} (not started here)")
+        todo.remove(CLOUDWATCH)
     for c in todo:
         check_port_free(c)
     if any(c in ("kafka-source", "elasticsearch-auth") for c in todo):
