@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -186,6 +187,32 @@ def source_options(command: F) -> F:
     return command
 
 
+def interval_option(command: F) -> F:
+    return option("--interval", "interval_s", type=float,
+                  help="Seconds between samples, at most 3600 [default: 1].")(command)
+
+
+def status_options(command: F) -> F:
+    options = [
+        option("--status-window", type=float, metavar="SECONDS",
+               help="Window of the status verdict: how long REWIND shows, how far back WARN "
+                    "looks [default: 600]."),
+        option("--allowed-lag", type=float, metavar="RECORDS",
+               help="A lag this small is OK [default: 1: transactional topics keep a lag of 1]."),
+        option("--stop-after", type=float, metavar="SECONDS",
+               help="Least time without progress before STOP/STALL [default: 300]."),
+    ]
+    for decorate in reversed(options):
+        command = decorate(command)
+    return command
+
+
+def example(*lines: str) -> str:
+    """A command's epilog: its examples, kept as written (click rewraps other paragraphs)."""
+    heading = "Examples:" if len(lines) > 1 else "Example:"
+    return f"\b\n{heading}\n" + "\n".join(f"  {line}" for line in lines)
+
+
 MM2_FLAGS = ("mm2_target_bootstrap_server", "mm2_target_command_config", "mm2_source_alias",
              "mm2_target_alias", "mm2_offsets_topic", "mm2_connector", "mm2_label",
              "mm2_topic_patterns", "mm2_exclude_topics")
@@ -322,7 +349,14 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
     return config
 
 
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+COMPLETION = "_LAG_EXPORTER_COMPLETE"
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="\b\nShell completion (bash; zsh_source and fish_source for the others):\n"
+                    f'  eval "$({COMPLETION}=bash_source lag-exporter)"\n\n'
+                    + example("lag-exporter snapshot --bootstrap-server localhost:9092 "
+                              "--group my-group"))
 @option("--log-level", default="info", show_default=True,
         type=click.Choice(LOG_LEVELS, case_sensitive=False))
 @option("--log-format", default="text", show_default=True, type=click.Choice(LOG_FORMATS))
@@ -339,7 +373,8 @@ def cli(log_level: str, log_format: str, debug: bool) -> None:
     configure_logging(log_level, log_format)
 
 
-@cli.command()
+@cli.command(epilog=example(
+    "lag-exporter snapshot --bootstrap-server localhost:9092 --group my-group --format tsv"))
 @source_options
 @option("--format", "output_format", type=click.Choice(["table", "tsv", "json"]),
         default="table", show_default=True,
@@ -366,10 +401,11 @@ def snapshot(output_format: str, **params: Any) -> None:
                    err=True)
 
 
-@cli.command()
+@cli.command(epilog=example(
+    "lag-exporter watch --bootstrap-server localhost:9092 --group my-group \\",
+    "    --es-url http://localhost:9200 --http-port 9280"))
 @source_options
-@option("--interval", "interval_s", type=float,
-        help="Seconds between samples, at most 3600 [default: 1].")
+@interval_option
 @option("--summary-interval", "summary_s", default=10.0, show_default=True, type=float,
         help="Seconds between one-line lag summaries.")
 @option("--spool-dir", metavar="PATH", help="Where undelivered samples wait on disk "
@@ -382,13 +418,7 @@ def snapshot(output_format: str, **params: Any) -> None:
 @option("--http-port", type=click.IntRange(0, 65535),
         help="Serve /metrics (Prometheus) and /healthz on this port.")
 @option("--http-host", help="Address for --http-port [default: 0.0.0.0].")
-@option("--status-window", type=float, metavar="SECONDS",
-        help="Window of the status verdict: how long REWIND shows, how far back WARN looks "
-             "[default: 600].")
-@option("--allowed-lag", type=float, metavar="RECORDS",
-        help="A lag this small is OK [default: 1: transactional topics keep a lag of 1].")
-@option("--stop-after", type=float, metavar="SECONDS",
-        help="Least time without progress before STOP/STALL [default: 300].")
+@status_options
 @global_options
 def watch(summary_s: float, **params: Any) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print
@@ -405,7 +435,7 @@ def watch(summary_s: float, **params: Any) -> None:
         service.run()
 
 
-@cli.command("check-config")
+@cli.command("check-config", epilog=example("lag-exporter check-config --config lag-exporter.toml"))
 @source_options
 @global_options
 def check_config(**params: Any) -> None:
@@ -417,6 +447,67 @@ def check_config(**params: Any) -> None:
         click.echo(line)
     if not reachable:
         raise click.exceptions.Exit(1)
+
+
+def watch_url(text: str) -> str:
+    """--from: the base URL of a running watch's HTTP endpoint (a trailing /api/lag is fine)."""
+    problem = f"--from must be the http://HOST:PORT of a running `lag-exporter watch " \
+              f"--http-port PORT`, got {text!r}"
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a port that is not one)
+    except ValueError:
+        raise ConfigError(problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(problem)
+    path = parts.path.rstrip("/").removesuffix("/api/lag")
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+@cli.command(epilog=example(
+    "lag-exporter top --bootstrap-server localhost:9092 --group my-group",
+    "lag-exporter top --from http://localhost:9280     # a running watch --http-port 9280"))
+@source_options
+@interval_option
+@status_options
+@option("--from", "from_url", metavar="URL",
+        help="Attach to a running `lag-exporter watch --http-port PORT` at http://HOST:PORT: "
+             "read its /api/lag every --interval instead of sampling (no Kafka connection).")
+@global_options
+def top(from_url: str | None, **params: Any) -> None:
+    """A live view of lag in the terminal, worst first, refreshed every --interval: total and
+    maximum lag, seconds behind and status per group and topic, the last minute as a
+    sparkline, the partitions of the selected row. Keys: up/down or j/k, Enter, q."""
+    from rich.console import Console  # 0.1 s: only for this command
+
+    from lag_exporter.top import FleetRows, RowSource, TopState, WatchRows, run_top
+
+    source: RowSource
+    if from_url is not None:
+        given = sorted(_flag(name) for name, value in params.items()
+                       if value not in (None, (), False) and name not in ("interval_s",
+                                                                            "timeout_s"))
+        if given:
+            raise ConfigError(f"--from reads a running watch and connects to no Kafka: "
+                              f"{', '.join(given)} cannot be combined with it")
+        base_url = watch_url(from_url)
+        interval_s = check_interval(params["interval_s"] if params["interval_s"] is not None
+                                    else 1.0)
+        timeout_s = 5.0 if params["timeout_s"] is None else check_timeout(params["timeout_s"])
+        source, label = WatchRows(base_url, timeout_s), f"from {base_url}"
+    else:
+        config = resolve_config(params)
+        interval_s = config.interval_s
+        label = ", ".join(cluster.name for cluster in config.clusters)
+    if not sys.stdout.isatty():
+        raise ConfigError("top draws in a terminal and stdout is not one: use `lag-exporter "
+                          "snapshot` or `watch` for output to a file or a pipe")
+    if from_url is None:
+        # In this process, not isolated as in watch: a child's log lines would tear the view.
+        fleet = app.make_fleet(config, app.source_factory(app.kafka_timeout(config),
+                                                          isolated=False))
+        source = FleetRows(fleet, interval_s)
+    run_top(source, TopState(label, interval_s), Console(), read_keys=sys.stdin.isatty())
 
 
 def main() -> None:

@@ -89,3 +89,54 @@ def test_the_environment_does_not_override_a_flag_before_the_subcommand(
     monkeypatch.setenv("LAG_EXPORTER_LOG_LEVEL", "debug")
     run("--log-level", "error", *SNAPSHOT, "--timeout", "0")
     assert logging.getLogger().level == logging.ERROR
+
+
+@pytest.mark.parametrize("command", [(), *((name,) for name in cli.commands)])
+def test_every_help_ends_with_an_example(command: tuple[str, ...]) -> None:
+    done = run(*command, "--help")
+    assert done.exit_code == 0, done.output
+    lines = done.output.rstrip("\n").splitlines()
+    heading = max(i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:"))
+    examples = [line.strip() for line in lines[heading + 1:]]
+    assert examples and examples[0].startswith(f"lag-exporter {' '.join(command)}".rstrip())
+    assert all(line.startswith(("lag-exporter ", "--")) for line in examples), examples
+
+
+def test_the_main_help_says_how_to_get_shell_completion() -> None:
+    assert 'eval "$(_LAG_EXPORTER_COMPLETE=bash_source lag-exporter)"' in run("--help").output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--from", "ftp://host:1"), "--from must be the http://HOST:PORT of a running "
+                                 "`lag-exporter watch --http-port PORT`, got 'ftp://host:1'"),
+    (("--from", "http://host:99999"), "--from must be the http://HOST:PORT of a running"),
+    (("--from", "localhost:9280"), "--from must be the http://HOST:PORT of a running"),
+    (("--from", "http://host:1", "--group", "g", "--bootstrap-server", "h:1"),
+     "--from reads a running watch and connects to no Kafka: --bootstrap-server, --group "
+     "cannot be combined with it"),
+    (("--from", "http://host:1", "--config", "x.toml"), "--from reads a running watch and "
+                                                         "connects to no Kafka: --config cannot"),
+    (("--from", "http://host:1", "--interval", "0"), "--interval must be greater than 0"),
+    (("--from", "http://host:1", "--timeout", "0"), "--timeout must be at least 0.01"),
+    (("--bootstrap-server", "127.0.0.1:1"), "give --group (repeatable) or --config"),
+    (("--bootstrap-server", "127.0.0.1:1", "--group", "g", "--interval", "-1"),
+     "--interval must be greater than 0"),
+    # CliRunner's stdout is no terminal, as in `lag-exporter top ... | less`.
+    (("--bootstrap-server", "127.0.0.1:1", "--group", "g"), "top draws in a terminal and "
+                                                            "stdout is not one"),
+    (("--from", "http://127.0.0.1:1/api/lag"), "top draws in a terminal and stdout is not one"),
+])
+def test_bad_top_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    done = run("top", *args)
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith(f"lag-exporter: error: {message}")
+    assert done.stderr.count("\n") == 1
+
+
+def test_watch_and_top_share_their_sampling_options() -> None:
+    """top samples with watch's flags (one list of options, not a copy that drifts)."""
+    watch_options = {p.name for p in cli.commands["watch"].params}
+    top_options = {p.name for p in cli.commands["top"].params}
+    only_watch = {"summary_s", "spool_dir", "spool_max_mb", "memory_max_mb", "http_port",
+                  "http_host"}
+    assert top_options == (watch_options - only_watch) | {"from_url"}
