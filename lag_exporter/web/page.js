@@ -5,10 +5,14 @@
 const POLL_MS = 1000;  // the server answers 304 until a new sample is taken
 const CHART_ROWS = 8;  // lines on the chart: the worst rows
 const WINDOW_S = 600;  // the server keeps 10 minutes of history
-const COLOURS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#b7791f", "#1b7c83", "#bf3989",
-                 "#57606a"];
+// Not the status colours (green, amber, red): a line's colour says which row, not how bad.
+const COLOURS = ["#0969da", "#8250df", "#1b7c83", "#bf3989", "#953800", "#57606a", "#54aeff",
+                 "#c297ff"];
 
 const open = new Set();  // rows whose partitions are shown, by key
+// page#group=NAME opens that group's partitions (a link to one group; the browser test uses it)
+const openGroup = decodeURIComponent((location.hash.match(/^#group=(.*)$/) || [])[1] || "");
+const openedByLink = new Set();  // once: the reader may close them again
 let last = null;  // the latest payload
 
 const $ = (id) => document.getElementById(id);
@@ -56,6 +60,7 @@ function drawTable(rows) {
   const lines = [];
   for (const row of rows) {
     const k = key(row);
+    if (row.group === openGroup && !openedByLink.has(k)) open.add(k), openedByLink.add(k);
     const lag = row.lag_total == null && row.partitions_unknown
       ? row.partitions_unknown + " unknown" : number(row.lag_total);
     const tr = el("tr", {class: "row " + (row.error ? "ERR" : row.status || ""), "data-key": k,
@@ -79,6 +84,13 @@ function drawTable(rows) {
   $("empty").hidden = rows.length > 0;
 }
 
+// 1, 2 or 5 times a power of ten: round numbers on the axis.
+function niceStep(raw) {
+  if (raw <= 1) return 1;
+  const power = 10 ** Math.floor(Math.log10(raw)), f = raw / power;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * power;
+}
+
 function svg(tag, attrs, text) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
@@ -94,12 +106,12 @@ function drawChart(payload) {
   // Each charted row: its history, then its current lag (the history is thinned).
   const series = payload.rows.filter((row) => row.topic).slice(0, CHART_ROWS).map((row) => ({
     row, points: row.history.concat([[now, row.lag_total]]).filter(([t]) => t >= since)}));
-  const highest = Math.max(1, ...series.flatMap((s) => s.points.map(([, lag]) => lag || 0)));
+  const most = Math.max(0, ...series.flatMap((s) => s.points.map(([, lag]) => lag || 0)));
+  const step = niceStep(most / 4), highest = step * Math.max(1, Math.ceil(most / step));
   const x = (t) => left + (t - since) / WINDOW_S * (width - left - right);
   const y = (lag) => top + (1 - lag / highest) * (height - top - bottom);
   const nodes = [];
-  for (let i = 0; i <= 4; i++) {
-    const lag = Math.round(highest * i / 4);
+  for (let lag = 0; lag <= highest; lag += step) {
     nodes.push(svg("line", {class: "grid", x1: left, x2: width - right, y1: y(lag), y2: y(lag)}),
       svg("text", {x: left - 4, y: y(lag) + 4, "text-anchor": "end"}, number(lag)));
   }
