@@ -1,7 +1,8 @@
 """The Python API behind the CLI: build the pieces from an ExporterConfig and run them.
 
-Data path: Fleet (one ClusterWatch per cluster: KafkaSource → Sampler) → Sample → documents →
-Outbox → Delivery → sink; metrics and health observe each Sample on the side.
+Data path: Fleet (one ClusterWatch per cluster: KafkaSource → Sampler) → Sample → per sink:
+documents → Outbox → Delivery → sink (Elasticsearch, OpenSearch, CloudWatch; stdout when none);
+metrics and health observe each Sample on the side.
 """
 
 from __future__ import annotations
@@ -10,10 +11,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lag_exporter.config import ClusterConfig, ElasticsearchSettings, ExporterConfig
-from lag_exporter.documents import sample_documents
+from lag_exporter.cloudwatch_metrics import partitions_due, without_partitions
+from lag_exporter.config import (
+    CloudWatchSettings,
+    ClusterConfig,
+    ElasticsearchSettings,
+    ExporterConfig,
+)
+from lag_exporter.documents import Document, sample_documents
 from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.fleet import ClusterWatch, Fleet
@@ -23,12 +31,13 @@ from lag_exporter.mm2_follower import MirroredSource, OffsetsTopicFollower
 from lag_exporter.model import Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sampler import OffsetSource
-from lag_exporter.service import Watch
-from lag_exporter.sinks import DeliveryReport, Sink
+from lag_exporter.service import Pipeline, SampleDocuments, Watch, wide_documents
+from lag_exporter.sinks import DeliveryReport, IndexSink, Sink
 from lag_exporter.sinks.stdout import StdoutSink
 
 if TYPE_CHECKING:
     from lag_exporter.http_endpoint import HttpEndpoint
+    from lag_exporter.metrics import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +90,131 @@ def take_snapshot(config: ExporterConfig) -> Sample:
     return sample
 
 
-def make_sink(elasticsearch: ElasticsearchSettings | None) -> Sink:
+def make_sink(elasticsearch: ElasticsearchSettings | None, opensearch: bool = False) -> Sink:
+    """An Elasticsearch (or OpenSearch) sink whose index is checked now; stdout without one."""
     if elasticsearch is None:
         return StdoutSink()
-    from lag_exporter.sinks.elasticsearch import ElasticsearchSink  # 0.3 s: only when needed
+    sink: IndexSink
+    if opensearch:
+        from lag_exporter.sinks.opensearch import OpenSearchSink  # only when configured
 
-    sink = ElasticsearchSink(elasticsearch)
+        sink = OpenSearchSink(elasticsearch)
+    else:
+        from lag_exporter.sinks.elasticsearch import ElasticsearchSink  # 0.3 s: when needed
+
+        sink = ElasticsearchSink(elasticsearch)
     try:
         sink.ensure_index()  # fail fast on refused credentials or a bad index name
     except SinkUnavailable as error:
-        # A monitor must come up even when Elasticsearch is not up yet: samples queue meanwhile.
+        # A monitor must come up even when the store is not up yet: samples queue meanwhile.
         log.warning("%s; sampling anyway, documents queue until it answers", error)
     return sink
+
+
+def partition_shaped(shared: SampleDocuments) -> list[Document]:
+    from lag_exporter.partition_documents import partition_documents
+
+    return shared.get(partition_documents)
+
+
+def index_documents(settings: ElasticsearchSettings) -> Callable[[SampleDocuments],
+                                                                 list[Document]]:
+    """The documents of an Elasticsearch or OpenSearch index, in its configured shape."""
+    return partition_shaped if settings.document_shape == "partition" else wide_documents
+
+
+class CloudWatchDocuments:
+    """What the CloudWatch sink is given of each sample: the wide documents, without their
+    partitions when per-partition metrics are not due (partition_metrics_interval_s)."""
+
+    def __init__(self, settings: CloudWatchSettings) -> None:
+        self.interval_s = settings.partition_metrics_interval_s
+        self._last_with_partitions: float | None = None
+
+    def __call__(self, shared: SampleDocuments) -> list[Document]:
+        documents = wide_documents(shared)
+        taken_at = shared.sample.taken_at.timestamp()
+        if partitions_due(taken_at, self._last_with_partitions, self.interval_s):
+            self._last_with_partitions = taken_at
+            return documents
+        return [without_partitions(document) for document in documents]
+
+
+SUBDIRECTORIES = {"opensearch": "opensearch", "cloudwatch": "cloudwatch"}
+"""Each sink's spool directory under the configured one; Elasticsearch keeps the configured
+directory itself, so a spool written by a version with one sink is delivered after upgrading."""
+
+
+def make_pipelines(config: ExporterConfig) -> list[Pipeline]:
+    """One pipeline per configured sink; stdout when none. Every outbox (the local checks of
+    its spool directory) comes before any sink is contacted."""
+    def spool(name: str | None) -> Path | None:
+        if config.spool_dir is None:
+            return None
+        return config.spool_dir if name is None else config.spool_dir / name
+
+    def outbox(name: str | None) -> Outbox:
+        return Outbox(spool(name), max_bytes=config.spool_max_bytes,
+                      memory_max_bytes=config.memory_max_bytes)
+
+    if config.elasticsearch is None and config.opensearch is None and config.cloudwatch is None:
+        return [Pipeline(Outbox(None, max_bytes=config.spool_max_bytes,
+                                memory_max_bytes=config.memory_max_bytes), StdoutSink())]
+    outboxes: dict[str, Outbox] = {}
+    try:
+        if config.elasticsearch is not None:
+            outboxes["elasticsearch"] = outbox(None)
+        if config.opensearch is not None:
+            outboxes["opensearch"] = outbox(SUBDIRECTORIES["opensearch"])
+        if config.cloudwatch is not None:
+            outboxes["cloudwatch"] = outbox(SUBDIRECTORIES["cloudwatch"])
+        return _connect_sinks(config, outboxes)
+    except BaseException:
+        for opened in outboxes.values():
+            opened.close()
+        raise
+
+
+def _connect_sinks(config: ExporterConfig, outboxes: dict[str, Outbox]) -> list[Pipeline]:
+    pipelines: list[Pipeline] = []
+    try:
+        if config.elasticsearch is not None:
+            pipelines.append(Pipeline(outboxes["elasticsearch"], make_sink(config.elasticsearch),
+                                      index_documents(config.elasticsearch)))
+        if config.opensearch is not None:
+            pipelines.append(Pipeline(outboxes["opensearch"],
+                                      make_sink(config.opensearch, opensearch=True),
+                                      index_documents(config.opensearch)))
+        if config.cloudwatch is not None:
+            from lag_exporter.sinks.cloudwatch import CloudWatchSink  # boto3: only when needed
+
+            sink = CloudWatchSink(config.cloudwatch)
+            pipelines.append(Pipeline(outboxes["cloudwatch"], sink,
+                                      CloudWatchDocuments(config.cloudwatch)))
+            sink.check_credentials()
+    except BaseException:
+        for pipeline in pipelines:
+            pipeline.delivery.sink.close()
+        raise
+    return pipelines
+
+
+def delivery_state(watch: Watch) -> DeliveryState:
+    """Every sink's delivery in one: counts added up, the oldest waiting sample of any."""
+    from lag_exporter.metrics import DeliveryState
+
+    pipelines = watch.pipelines
+    oldest = oldest_undelivered(watch)
+    return DeliveryState(
+        sum(len(p.outbox) for p in pipelines), sum(p.outbox.dropped for p in pipelines),
+        sum(p.delivery.failures for p in pipelines), sum(p.delivery.rejected for p in pipelines),
+        0.0 if oldest is None else max(0.0, time.time() - oldest))
+
+
+def oldest_undelivered(watch: Watch) -> float | None:
+    """Wall-clock time of the oldest sample some sink has not taken yet (health: the worst)."""
+    times = [t for p in watch.pipelines if (t := p.outbox.oldest_created_at()) is not None]
+    return min(times) if times else None
 
 
 def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> DeliveryReport:
@@ -135,26 +257,17 @@ def make_service(
     """Build a watch from config; load_config (if given) is called again on SIGHUP."""
     timeout_s = kafka_timeout(config)
     make_source = source_factory(timeout_s, isolated=True)
-    # Local checks (the spool directory) before anything touches Elasticsearch.
-    outbox = Outbox(config.spool_dir if config.elasticsearch is not None else None,
-                    max_bytes=config.spool_max_bytes, memory_max_bytes=config.memory_max_bytes)
-    sink = make_sink(config.elasticsearch)
-    watch = Watch(make_fleet(config, make_source), outbox, sink, config.interval_s,
-                  summary_every_s)
+    pipelines = make_pipelines(config)
+    watch = Watch(make_fleet(config, make_source), interval_s=config.interval_s,
+                  summary_every_s=summary_every_s, pipelines=pipelines)
     endpoint = None
     if config.http_port is not None:
         from lag_exporter.http_endpoint import HttpEndpoint
-        from lag_exporter.metrics import DeliveryState, Health, LagMetrics
-
-        def delivery_state() -> DeliveryState:
-            oldest = outbox.oldest_created_at()
-            return DeliveryState(len(outbox), outbox.dropped, watch.delivery.failures,
-                                 watch.delivery.rejected,
-                                 0.0 if oldest is None else max(0.0, time.time() - oldest))
+        from lag_exporter.metrics import Health, LagMetrics
 
         metrics = LagMetrics()
-        metrics.read_delivery_from(delivery_state)
-        health = Health(config.interval_s, oldest_undelivered=outbox.oldest_created_at)
+        metrics.read_delivery_from(lambda: delivery_state(watch))
+        health = Health(config.interval_s, oldest_undelivered=lambda: oldest_undelivered(watch))
         watch.sample_observers += [metrics.observe, health.observe]
         endpoint = HttpEndpoint(config.http_host, config.http_port, metrics, health)
     if load_config is not None:
@@ -170,9 +283,11 @@ def reload(watch: Watch, running: ExporterConfig, load_config: Callable[[], Expo
     except LagExporterError as error:
         log.error("config reload rejected, keeping the running config: %s", error)
         return
-    if (new.elasticsearch != running.elasticsearch or new.interval_s != running.interval_s
+    if (new.elasticsearch != running.elasticsearch or new.opensearch != running.opensearch
+            or new.cloudwatch != running.cloudwatch or new.interval_s != running.interval_s
             or new.status_rules != running.status_rules):
-        log.warning("config reload: Elasticsearch, interval and status changes need a restart")
+        log.warning("config reload: sink (Elasticsearch, OpenSearch, CloudWatch), interval and "
+                    "status changes need a restart")
     watch.fleet.reconfigure(new.clusters, make_source, new.discovery_interval_s)
     log.info("config reloaded: %d cluster(s): %s", len(new.clusters),
              ", ".join(c.name for c in new.clusters))

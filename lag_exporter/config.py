@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -28,6 +29,8 @@ from lag_exporter.status import StatusRules
 # Secrets come from the environment (or files), never from argv, where `ps` shows them.
 ES_PASSWORD_ENV = "LAG_EXPORTER_ES_PASSWORD"
 ES_API_KEY_ENV = "LAG_EXPORTER_ES_API_KEY"
+OPENSEARCH_PASSWORD_ENV = "LAG_EXPORTER_OPENSEARCH_PASSWORD"
+OPENSEARCH_API_KEY_ENV = "LAG_EXPORTER_OPENSEARCH_API_KEY"
 
 # Elasticsearch's own rules for index names.
 _INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
@@ -119,6 +122,32 @@ class ElasticsearchSettings:
 
     def __repr__(self) -> str:  # never show secrets, even in a debugger or a traceback
         return f"ElasticsearchSettings(urls={self.urls!r}, index={self.index!r})"
+
+
+DEFAULT_CLOUDWATCH_NAMESPACE = "KafkaLag"
+CLOUDWATCH_INSTALL = "pip install 'lag-exporter[cloudwatch]'"
+CLOUDWATCH_OWN_DIMENSIONS = ("Cluster Name", "Consumer Group", "Topic", "Partition")
+"""The dimensions every metric already has (Amazon MSK's names): not extra dimensions."""
+CLOUDWATCH_MAX_DIMENSIONS = 30
+"""PutMetricData's limit per metric."""
+
+
+@dataclass(frozen=True)
+class CloudWatchSettings:
+    """Where the metrics go. Credentials come from the standard AWS chain only (environment,
+    shared config and credentials files, SSO, an instance or task role), never from here."""
+
+    namespace: str = DEFAULT_CLOUDWATCH_NAMESPACE
+    region: str | None = None
+    """None: the chain's region (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config)."""
+    endpoint_url: str | None = None
+    """A VPC endpoint, or a local stand-in (moto's server) in tests."""
+    dimensions: tuple[tuple[str, str], ...] = ()
+    """Extra dimensions of every metric, e.g. (("Environment", "prod"),)."""
+    partition_metrics_interval_s: float | None = None
+    """Per-partition OffsetLag at most once per this many seconds (aligned on the clock);
+    None: with every sample; 0: never."""
+    timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +248,17 @@ def default_spool_dir(index: str) -> Path:
     return Path(state_home) / "lag-exporter" / "spool" / re.sub(r"[^a-z0-9_.-]", "_", index)
 
 
+def with_default_spool_dir(config: ExporterConfig) -> ExporterConfig:
+    """The default spool directory when a sink that spools is configured and none is given:
+    named after the Elasticsearch index (as before), else the OpenSearch index, else
+    'cloudwatch'. Each sink but Elasticsearch spools in a subdirectory of it (app.py)."""
+    if config.spool_dir is not None:
+        return config
+    name = next((settings.index for settings in (config.elasticsearch, config.opensearch)
+                 if settings is not None), "cloudwatch" if config.cloudwatch else None)
+    return config if name is None else replace(config, spool_dir=default_spool_dir(name))
+
+
 # -- the TOML config file (--config) ---------------------------------------------------------
 
 
@@ -239,6 +279,9 @@ class ExporterConfig:
 
     clusters: tuple[ClusterConfig, ...]
     elasticsearch: ElasticsearchSettings | None = None
+    opensearch: ElasticsearchSettings | None = None
+    """The same settings and documents as Elasticsearch's, written with opensearch-py."""
+    cloudwatch: CloudWatchSettings | None = None
     interval_s: float = 1.0
     timeout_s: float = 10.0
     discovery_interval_s: float = 30.0
@@ -254,10 +297,19 @@ class ExporterConfig:
 
 
 TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "spool_max_mb",
-            "memory_max_mb", "http_host", "http_port", "elasticsearch", "cluster", "status"}
+            "memory_max_mb", "http_host", "http_port", "elasticsearch", "opensearch",
+            "cloudwatch", "cluster", "status"}
 STATUS_KEYS = {"window", "allowed_lag", "stop_after"}
 ES_KEYS = {"urls", "index", "username", "password", "password_file", "api_key", "api_key_file",
-           "ca_file"}
+           "ca_file", "document_shape"}
+"""The keys of [elasticsearch] and of [opensearch]."""
+DOCUMENT_SHAPES: tuple[DocumentShape, ...] = ("wide", "partition")
+CLOUDWATCH_KEYS = {"namespace", "region", "endpoint_url", "dimensions",
+                   "partition_metrics_interval_s"}
+PARTITION_METRICS_INTERVAL = Bounds(0, 86400, minimum_included=True)
+_CREDENTIAL_WORDS = ("key", "secret", "token", "password", "credential", "profile")
+"""A [cloudwatch] key with one of these words in its name is taken for a credential."""
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups",
                 "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics",
                 "mirror"}
@@ -370,47 +422,138 @@ def _regexes(table: dict[str, Any], key: str, problems: _Problems, where: str
     return tuple(compiled)
 
 
-def _secret(table: dict[str, Any], key: str, base: Path, problems: _Problems) -> str | None:
+def _secret(table: dict[str, Any], key: str, base: Path, problems: _Problems, where: str
+            ) -> str | None:
     """`key` inline or `key_file` (a path, relative to the config file); never echoed."""
-    inline = _string(table, key, problems, "elasticsearch.", secret=True)
-    path = _path(table, f"{key}_file", base, problems, "elasticsearch.", must_be_file=True)
+    inline = _string(table, key, problems, where, secret=True)
+    path = _path(table, f"{key}_file", base, problems, where, must_be_file=True)
     if path is None:
         return inline
     try:
         return path.read_text().strip()
     except OSError as error:
-        problems.add(f"elasticsearch.{key}_file", f"cannot read {path}: {error.strerror}")
+        problems.add(f"{where}{key}_file", f"cannot read {path}: {error.strerror}")
     except UnicodeDecodeError:
-        problems.add(f"elasticsearch.{key}_file", f"cannot read {path}: not UTF-8 text")
+        problems.add(f"{where}{key}_file", f"cannot read {path}: not UTF-8 text")
     return None
 
 
-def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems: _Problems
-                   ) -> ElasticsearchSettings | None:
-    problems.unknown_keys(table, ES_KEYS, "elasticsearch.")
-    urls = _strings(table, "urls", problems, "elasticsearch.")
-    index = _string(table, "index", problems, "elasticsearch.") or "consumer_lag"
-    username = _string(table, "username", problems, "elasticsearch.")
-    ca_file = _path(table, "ca_file", base, problems, "elasticsearch.", must_be_file=True)
+def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems: _Problems,
+                   section: str = "elasticsearch") -> ElasticsearchSettings | None:
+    """[elasticsearch], or [opensearch] (same keys and checks; its own secret variables)."""
+    where = f"{section}."
+    problems.unknown_keys(table, ES_KEYS, where)
+    urls = _strings(table, "urls", problems, where)
+    index = _string(table, "index", problems, where) or "consumer_lag"
+    username = _string(table, "username", problems, where)
+    ca_file = _path(table, "ca_file", base, problems, where, must_be_file=True)
     # Checked even when the environment overrides them: a wrong file is wrong either way.
-    password = _secret(table, "password", base, problems)
-    api_key = _secret(table, "api_key", base, problems)
+    password = _secret(table, "password", base, problems, where)
+    api_key = _secret(table, "api_key", base, problems, where)
+    shape = _string(table, "document_shape", problems, where) or "wide"
+    if shape not in DOCUMENT_SHAPES:
+        problems.add(f"{where}document_shape", f"must be 'wide' (one document per group x "
+                     f"topic) or 'partition' (one per partition), got {_shown_value(shape)}")
+        shape = "wide"
     if table.get("urls") in (None, []):
-        problems.add("elasticsearch.urls", "give at least one URL, or leave out [elasticsearch]")
+        problems.add(f"{where}urls", f"give at least one URL, or leave out [{section}]")
     for checked_key, check, values in (("urls", check_es_url, urls),
                                        ("index", check_index_name, (index,))):
         for value in values:
             try:
                 check(value)
             except ConfigError as error:
-                problems.add(f"elasticsearch.{checked_key}", str(error))
+                problems.add(f"{where}{checked_key}", str(error))
     if not urls:
         return None
+    password_env, api_key_env = ((ES_PASSWORD_ENV, ES_API_KEY_ENV) if section == "elasticsearch"
+                                 else (OPENSEARCH_PASSWORD_ENV, OPENSEARCH_API_KEY_ENV))
     return ElasticsearchSettings(
         urls=urls, index=index, username=username,
-        password=os.environ.get(ES_PASSWORD_ENV) or password,
-        api_key=os.environ.get(ES_API_KEY_ENV) or api_key,
-        ca_file=str(ca_file) if ca_file else None, timeout_s=timeout_s)
+        password=os.environ.get(password_env) or password,
+        api_key=os.environ.get(api_key_env) or api_key,
+        ca_file=str(ca_file) if ca_file else None, timeout_s=timeout_s,
+        document_shape="partition" if shape == "partition" else "wide")
+
+
+def _cloudwatch_dimensions(table: dict[str, Any], problems: _Problems
+                           ) -> tuple[tuple[str, str], ...]:
+    """[cloudwatch.dimensions]: names and values as CloudWatch takes them (ASCII, 1-255 and
+    1-1024 characters), none of the metrics' own, at most 30 in all."""
+    value = table.get("dimensions", {})
+    if not isinstance(value, dict):
+        problems.add("cloudwatch.dimensions", "must be a table of names and values, e.g. "
+                     f"dimensions = {{ Environment = \"prod\" }}, got {_toml_type(value)}")
+        return ()
+    dimensions = []
+    for name, text in value.items():
+        where = f"cloudwatch.dimensions.{name}"
+        if not isinstance(text, str) or not text or len(text) > 1024 or not text.isascii():
+            problems.add(where, "must be a string of 1 to 1024 ASCII characters, got "
+                         f"{_shown_value(text)}")
+        elif not name or len(name) > 255 or not name.isascii() or name.startswith(":"):
+            problems.add(where, "a dimension name has 1 to 255 ASCII characters, not starting "
+                         "with ':'")
+        elif name in CLOUDWATCH_OWN_DIMENSIONS:
+            problems.add(where, f"every metric has it already (from the samples): "
+                         f"{', '.join(CLOUDWATCH_OWN_DIMENSIONS)}")
+        else:
+            dimensions.append((name, text))
+    room = CLOUDWATCH_MAX_DIMENSIONS - len(CLOUDWATCH_OWN_DIMENSIONS)
+    if len(value) > room:
+        problems.add("cloudwatch.dimensions", f"at most {room} (CloudWatch takes "
+                     f"{CLOUDWATCH_MAX_DIMENSIONS} per metric, "
+                     f"{len(CLOUDWATCH_OWN_DIMENSIONS)} are the metrics' own), got {len(value)}")
+    return tuple(dimensions)
+
+
+def _cloudwatch(table: dict[str, Any], timeout_s: float, problems: _Problems
+                ) -> CloudWatchSettings | None:
+    credentials = sorted(key for key in table
+                         if any(word in key.lower() for word in _CREDENTIAL_WORDS))
+    for key in credentials:  # its value is never shown
+        problems.add(f"cloudwatch.{key}", "AWS credentials never go in the config file: they "
+                     "come from the standard AWS chain (AWS_ACCESS_KEY_ID / "
+                     "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance or task role)")
+    problems.unknown_keys({k: v for k, v in table.items() if k not in credentials},
+                          CLOUDWATCH_KEYS, "cloudwatch.")
+    namespace = (_string(table, "namespace", problems, "cloudwatch.")
+                 or DEFAULT_CLOUDWATCH_NAMESPACE)
+    if (len(namespace) > 255 or not namespace.isascii() or ":" in namespace
+            or namespace.startswith("AWS/")):
+        problems.add("cloudwatch.namespace", "must be 1 to 255 ASCII characters without ':', "
+                     f"not starting with 'AWS/' (reserved for AWS), got {_shown_value(namespace)}")
+    region = _string(table, "region", problems, "cloudwatch.")
+    if region is not None and not _AWS_REGION.fullmatch(region):
+        problems.add("cloudwatch.region", f"not an AWS region name such as 'eu-west-1', got "
+                     f"{_shown_value(region)}")
+    endpoint_url = _string(table, "endpoint_url", problems, "cloudwatch.")
+    if endpoint_url is not None:
+        parts = urlsplit(endpoint_url)
+        if "@" in endpoint_url or parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.add("cloudwatch.endpoint_url", "expected http(s)://host[:port] without "
+                         "credentials, e.g. https://monitoring.eu-west-1.amazonaws.com")
+    interval = table.get("partition_metrics_interval_s")
+    problem = None if interval is None else PARTITION_METRICS_INTERVAL.problem(interval)
+    if problem:
+        problems.add("cloudwatch.partition_metrics_interval_s", problem + " (0: never)")
+        interval = None
+    if importlib.util.find_spec("boto3") is None:
+        problems.add("cloudwatch", f"needs boto3, which is not installed: {CLOUDWATCH_INSTALL}")
+    return CloudWatchSettings(
+        namespace=namespace, region=region, endpoint_url=endpoint_url,
+        dimensions=_cloudwatch_dimensions(table, problems),
+        partition_metrics_interval_s=None if interval is None else float(interval),
+        timeout_s=timeout_s)
+
+
+def _table(document: dict[str, Any], name: str, problems: _Problems) -> dict[str, Any] | None:
+    """An optional [name] section; anything but a table there is a problem."""
+    table = document.get(name)
+    if table is not None and not isinstance(table, dict):
+        problems.add(name, f"must be a table ([{name}]), got {_shown_value(table)}")
+        return None
+    return table
 
 
 def _client_properties(table: dict[str, Any], problems: _Problems, where: str
@@ -594,13 +737,15 @@ def load_config(path: str | Path) -> ExporterConfig:
     base = path.parent
     problems.unknown_keys(document, TOP_KEYS, "")
     timeout_s = _number(document, "timeout", 10.0, TIMEOUT, problems)
-    es_table = document.get("elasticsearch")
-    elasticsearch = None
-    if isinstance(es_table, dict):
-        elasticsearch = _elasticsearch(es_table, base, timeout_s, problems)
-    elif es_table is not None:
-        problems.add("elasticsearch", f"must be a table ([elasticsearch]), got "
-                     f"{_shown_value(es_table)}")
+    es_table = _table(document, "elasticsearch", problems)
+    elasticsearch = (None if es_table is None
+                     else _elasticsearch(es_table, base, timeout_s, problems))
+    opensearch_table = _table(document, "opensearch", problems)
+    opensearch = (None if opensearch_table is None
+                  else _elasticsearch(opensearch_table, base, timeout_s, problems, "opensearch"))
+    cloudwatch_table = _table(document, "cloudwatch", problems)
+    cloudwatch = (None if cloudwatch_table is None
+                  else _cloudwatch(cloudwatch_table, timeout_s, problems))
     clusters = _clusters(document, base, problems)
     http_port = document.get("http_port")
     if http_port is not None and (isinstance(http_port, bool) or not isinstance(http_port, int)
@@ -608,7 +753,8 @@ def load_config(path: str | Path) -> ExporterConfig:
         problems.add("http_port", f"must be a port number, got {_shown_value(http_port)}")
     spool_dir = _path(document, "spool_dir", base, problems, "")
     config = ExporterConfig(
-        clusters=tuple(clusters), elasticsearch=elasticsearch,
+        clusters=tuple(clusters), elasticsearch=elasticsearch, opensearch=opensearch,
+        cloudwatch=cloudwatch,
         interval_s=_number(document, "interval", 1.0, INTERVAL, problems), timeout_s=timeout_s,
         discovery_interval_s=_number(document, "discovery_interval", 30.0, DISCOVERY_INTERVAL,
                                      problems),

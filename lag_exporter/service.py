@@ -2,7 +2,8 @@
 
 Tick k starts at start + k x interval on the monotonic clock, so the schedule never drifts. A
 sample that overruns skips the ticks it covered (and says so) instead of bunching samples up.
-Sampling never waits on the sink: the outbox takes the documents and a delivery thread sends them.
+Sampling never waits on a sink: each sink has its own pipeline (its documents, its outbox, its
+delivery thread), so a sink that is down queues its own samples and never delays the others.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from lag_exporter.documents import sample_documents
+from lag_exporter.documents import Document, sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
 from lag_exporter.gc_tuning import relax_gc
@@ -115,9 +116,50 @@ class Delivery(threading.Thread):
     def finish(self, timeout_s: float) -> bool:
         """Deliver what is queued within timeout_s; True if nothing is left."""
         drained = self.outbox.wait_until_empty(timeout_s)
-        self._stop_after.set()
+        self.request_stop()
         self.join(timeout=1.0)
         return drained
+
+    def request_stop(self) -> None:
+        """Stop once the batch in flight is done (at once while backing off)."""
+        self._stop_after.set()
+
+
+class SampleDocuments:
+    """The documents of one sample in each shape, each built once however many sinks use it."""
+
+    def __init__(self, sample: Sample) -> None:
+        self.sample = sample
+        self._built: dict[Callable[[Sample], list[Document]], list[Document]] = {}
+
+    def get(self, build: Callable[[Sample], list[Document]]) -> list[Document]:
+        if build not in self._built:
+            self._built[build] = build(self.sample)
+        return self._built[build]
+
+
+def wide_documents(shared: SampleDocuments) -> list[Document]:
+    return shared.get(sample_documents)
+
+
+class Pipeline:
+    """One sink's own path: the documents it wants of each sample, its outbox, its delivery."""
+
+    def __init__(self, outbox: Outbox, sink: Sink,
+                 documents: Callable[[SampleDocuments], list[Document]] = wide_documents,
+                 max_backoff_s: float = 10.0) -> None:
+        self.outbox = outbox
+        self.delivery = Delivery(outbox, sink, max_backoff_s)
+        self.documents = documents
+
+    @property
+    def name(self) -> str:
+        return self.delivery.sink.name
+
+    def put(self, shared: SampleDocuments) -> None:
+        documents = self.documents(shared)
+        if documents:
+            self.outbox.put(documents)
 
 
 @dataclass
@@ -170,15 +212,20 @@ class Watch:
     def __init__(
         self,
         fleet: Fleet,
-        outbox: Outbox,
-        sink: Sink,
+        outbox: Outbox | None = None,
+        sink: Sink | None = None,
         interval_s: float = 1.0,
         summary_every_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        pipelines: Sequence[Pipeline] = (),
     ) -> None:
+        """One sink (outbox and sink, the wide documents) or several (pipelines)."""
         self.fleet = fleet
-        self.outbox = outbox
-        self.delivery = Delivery(outbox, sink)
+        if outbox is not None and sink is not None:
+            pipelines = (Pipeline(outbox, sink), *pipelines)
+        if not pipelines:
+            raise ValueError("a watch needs at least one sink")
+        self.pipelines = tuple(pipelines)
         self.interval_s = interval_s
         self.summary_every_s = summary_every_s
         self.samples_taken = 0
@@ -198,6 +245,20 @@ class Watch:
         """ticks_skipped when the current episode of skipped ticks began; None: on schedule."""
         self._on_time = 0
 
+    @property
+    def outbox(self) -> Outbox:
+        """The first sink's outbox (the only one of a single-sink watch)."""
+        return self.pipelines[0].outbox
+
+    @property
+    def delivery(self) -> Delivery:
+        """The first sink's delivery thread."""
+        return self.pipelines[0].delivery
+
+    def queued(self) -> int:
+        """Samples waiting, all sinks together."""
+        return sum(len(pipeline.outbox) for pipeline in self.pipelines)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -207,7 +268,8 @@ class Watch:
 
     def run(self, max_samples: int | None = None, shutdown_timeout_s: float = 4.0) -> None:
         relax_gc()  # a long-running process from here on
-        self.delivery.start()
+        for pipeline in self.pipelines:
+            pipeline.delivery.start()
         start = self._clock()
         self._last_summary = start
         tick = 0
@@ -227,17 +289,33 @@ class Watch:
                 self._note_schedule(skipped)
                 tick += 1 + skipped
         finally:
-            if not self.delivery.finish(shutdown_timeout_s):
-                log.warning("stopping with %d undelivered sample(s)%s", len(self.outbox),
-                            " (kept in the spool)" if self.outbox.spool_dir else "")
-            self.outbox.close()
+            self._flush(shutdown_timeout_s)
             self.fleet.close()
             behind = ", ".join(f"{name} {count}" for name, count
                                in sorted(self.fleet.ticks_skipped.items()))
-            log.info("stopped after %d samples (%d ticks skipped%s, %d delivered, %d dropped)",
+            delivered = "; ".join((f"{p.name}: " if len(self.pipelines) > 1 else "")
+                                  + f"{p.delivery.delivered} delivered, {p.outbox.dropped} dropped"
+                                  for p in self.pipelines)
+            log.info("stopped after %d samples (%d ticks skipped%s, %s)",
                      self.samples_taken, self.ticks_skipped,
-                     f"; skipped by slow clusters: {behind}" if behind else "",
-                     self.delivery.delivered, self.outbox.dropped)
+                     f"; skipped by slow clusters: {behind}" if behind else "", delivered)
+
+    def _flush(self, timeout_s: float) -> None:
+        """Every sink delivers what it can within one shared timeout_s (they send
+        concurrently); what is left stays in each one's spool."""
+        deadline = time.monotonic() + timeout_s
+        for pipeline in self.pipelines:
+            drained = pipeline.outbox.wait_until_empty(max(0.0, deadline - time.monotonic()))
+            if not drained:
+                log.warning("%sstopping with %d undelivered sample(s)%s",
+                            f"{pipeline.name}: " if len(self.pipelines) > 1 else "",
+                            len(pipeline.outbox),
+                            " (kept in the spool)" if pipeline.outbox.spool_dir else "")
+        for pipeline in self.pipelines:
+            pipeline.delivery.request_stop()
+        for pipeline in self.pipelines:
+            pipeline.delivery.join(timeout=max(0.0, deadline + 1.0 - time.monotonic()))
+            pipeline.outbox.close()
 
     def _reload(self) -> None:
         """A reload that fails for any reason keeps the running config (and the process)."""
@@ -272,9 +350,12 @@ class Watch:
         self._warnings_shown = set(sample.warnings)
         self._health.update(sample)
         self._log_status_changes(sample)
-        documents = sample_documents(sample)
-        if documents:
-            self.outbox.put(documents)
+        shared = SampleDocuments(sample)
+        for pipeline in self.pipelines:
+            try:
+                pipeline.put(shared)
+            except Exception:  # one sink's documents must never cost the others theirs
+                log.exception("%s: building the documents of a sample failed", pipeline.name)
         for observe in self.sample_observers:
             try:
                 observe(sample)
@@ -321,7 +402,7 @@ class Watch:
         self._last_summary = now
         log.info("%d samples, last took %.0f ms, %s, %d queued for delivery",
                  self.samples_taken, sample.duration_s * 1000, summarise_lag(sample),
-                 len(self.outbox))
+                 self.queued())
 
 
 def summarise_lag(sample: Sample, worst: int = SUMMARY_WORST) -> str:

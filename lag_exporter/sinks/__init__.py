@@ -25,3 +25,9 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class IndexSink(Sink, Protocol):
+    """Elasticsearch and OpenSearch: an index checked (or created) before the first write."""
+
+    def ensure_index(self) -> None: ...

@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lag_exporter.cli import cli
-from lag_exporter.config import CLUSTER_KEYS, ES_KEYS, STATUS_KEYS, TOP_KEYS, load_config
+from lag_exporter.config import (
+    CLOUDWATCH_KEYS,
+    CLUSTER_KEYS,
+    ES_KEYS,
+    STATUS_KEYS,
+    TOP_KEYS,
+    load_config,
+)
 from lag_exporter.errors import ConfigError
 
 GOOD = """
@@ -246,7 +253,14 @@ VALID: dict[str, Any] = {
     "elasticsearch": {
         "urls": ["http://es:9200"], "index": "consumer_lag", "username": "u", "password": "p",
         "password_file": "es-password", "api_key": "k", "api_key_file": "es-password",
-        "ca_file": "ca.pem"},
+        "ca_file": "ca.pem", "document_shape": "wide"},
+    "opensearch": {
+        "urls": ["http://os:9200"], "index": "consumer_lag", "username": "u", "password": "p",
+        "password_file": "es-password", "api_key": "k", "api_key_file": "es-password",
+        "ca_file": "ca.pem", "document_shape": "partition"},
+    "cloudwatch": {
+        "namespace": "KafkaLag", "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:1",
+        "dimensions": {"Environment": "prod"}, "partition_metrics_interval_s": 60},
     "cluster": [{
         "name": "dc1", "bootstrap_servers": "k:9092", "command_config": "dc1.properties",
         "client": {"client.id": "x"}, "groups": ["g"], "group_patterns": ["m-.*"],
@@ -256,6 +270,8 @@ VALID: dict[str, Any] = {
 }
 EVERY_KEY = ([("", key) for key in sorted(TOP_KEYS)]
              + [("elasticsearch", key) for key in sorted(ES_KEYS)]
+             + [("opensearch", key) for key in sorted(ES_KEYS)]
+             + [("cloudwatch", key) for key in sorted(CLOUDWATCH_KEYS)]
              + [("cluster", key) for key in sorted(CLUSTER_KEYS)]
              + [("status", key) for key in sorted(STATUS_KEYS)])
 assert {key for table, key in EVERY_KEY if table == ""} == set(VALID)
@@ -345,6 +361,7 @@ def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
     except ConfigError as error:
         message = str(error)
         label = {"": key, "elasticsearch": f"elasticsearch.{key}",
+                 "opensearch": f"opensearch.{key}", "cloudwatch": f"cloudwatch.{key}",
                  "status": f"status.{key}"}.get(table_name, f"].{key}")
         if table_name == "cluster" and key == "name":
             label = "cluster["
