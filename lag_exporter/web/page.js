@@ -4,7 +4,8 @@
 
 const POLL_MS = 1000;  // the server answers 304 until a new sample is taken
 const CHART_ROWS = 8;  // lines on the chart: the worst rows
-const WINDOW_S = 600;  // the server keeps 10 minutes of history
+// Chart spans and their tick steps, in seconds, up to the 10 minutes the server keeps.
+const SPANS = [[60, 15], [180, 30], [300, 60], [600, 120]];
 // Not the status colours (green, amber, red): a line's colour says which row, not how bad.
 const COLOURS = ["#0969da", "#8250df", "#1b7c83", "#bf3989", "#953800", "#57606a", "#54aeff",
                  "#c297ff"];
@@ -102,22 +103,27 @@ function drawChart(payload) {
   const chart = $("chart");
   const width = chart.clientWidth || 600, height = chart.clientHeight || 220;
   const left = 52, right = 8, top = 8, bottom = 20;
-  const now = payload.taken_at, since = now - WINDOW_S;
+  const now = payload.taken_at;
+  // The shortest span that holds the history: a minute-old exporter gets a minute-wide chart.
+  const oldest = Math.min(now, ...payload.rows.flatMap((row) => row.history.map(([t]) => t)));
+  const [span, tick] = SPANS.find(([s]) => now - oldest <= s) || SPANS[SPANS.length - 1];
+  const since = now - span;
   // Each charted row: its history, then its current lag (the history is thinned).
   const series = payload.rows.filter((row) => row.topic).slice(0, CHART_ROWS).map((row) => ({
     row, points: row.history.concat([[now, row.lag_total]]).filter(([t]) => t >= since)}));
   const most = Math.max(0, ...series.flatMap((s) => s.points.map(([, lag]) => lag || 0)));
   const step = niceStep(most / 4), highest = step * Math.max(1, Math.ceil(most / step));
-  const x = (t) => left + (t - since) / WINDOW_S * (width - left - right);
+  const x = (t) => left + (t - since) / span * (width - left - right);
   const y = (lag) => top + (1 - lag / highest) * (height - top - bottom);
   const nodes = [];
   for (let lag = 0; lag <= highest; lag += step) {
     nodes.push(svg("line", {class: "grid", x1: left, x2: width - right, y1: y(lag), y2: y(lag)}),
       svg("text", {x: left - 4, y: y(lag) + 4, "text-anchor": "end"}, number(lag)));
   }
-  for (let minutes = 0; minutes <= WINDOW_S / 60; minutes += 2) {
-    nodes.push(svg("text", {x: x(now - minutes * 60), y: height - 4,
-      "text-anchor": minutes ? "middle" : "end"}, minutes ? "-" + minutes + " min" : "now"));
+  for (let ago = 0; ago <= span; ago += tick) {
+    const label = ago === 0 ? "now" : ago < 60 ? `-${ago} s` : `-${ago / 60} min`;
+    nodes.push(svg("text", {x: x(now - ago), y: height - 4,
+      "text-anchor": ago === 0 ? "end" : ago === span ? "start" : "middle"}, label));
   }
   let drawn = 0;
   const legend = [];
@@ -140,6 +146,7 @@ function drawChart(payload) {
   chart.setAttribute("data-series", String(series.length));
   chart.setAttribute("data-points", String(drawn));
   $("legend").replaceChildren(...legend);
+  $("span").textContent = span < 60 ? span + " s" : span / 60 + " min";
 }
 
 function showState(text, stale) {
@@ -170,5 +177,4 @@ async function poll() {
 }
 
 window.addEventListener("resize", () => { if (last) drawChart(last); });
-$("window").textContent = String(WINDOW_S / 60);
 poll();
