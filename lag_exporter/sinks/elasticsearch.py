@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 from elastic_transport import TlsError
-from elasticsearch import ApiError, AuthenticationException, Elasticsearch, TransportError
+from elasticsearch import (
+    ApiError,
+    AuthenticationException,
+    Elasticsearch,
+    TransportError,
+    UnsupportedProductError,
+)
 from elasticsearch.serializer import NdjsonSerializer
 
 from lag_exporter.config import ElasticsearchSettings
@@ -93,6 +99,11 @@ class ElasticsearchServer:
             return SinkError(f"Elasticsearch refused the credentials ({status})")
         if status == 400 and "invalid_index_name" in text:
             return ConfigError(f"invalid index name '{self.settings.index}': {error.message}")
+        if isinstance(error, UnsupportedProductError) or (
+                status == 406 and "compatible-with" in text):
+            return SinkError(f"{', '.join(self.settings.urls)} is not Elasticsearch 8 or 9 "
+                               f"({status} to the Elasticsearch client); for OpenSearch write "
+                               "an [opensearch] table instead of [elasticsearch]")
         if status >= 500:  # e.g. 503 while the node starts: worth waiting for
             return SinkUnavailable(f"Elasticsearch{what}: {status} {error.message}")
         return SinkError(f"Elasticsearch{what}: {status} {error.message}")

@@ -8,6 +8,7 @@ the sink is built.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ class OpenSearchServer:
             raise ConfigError("OpenSearch takes username and password, not an Elasticsearch "
                               "API key: leave api_key out of [opensearch]")
         opensearchpy = _client_module()
+        # The client logs every request at INFO and every failed one at WARNING with a
+        # traceback; the outbox's own line says what failed, once.
+        logging.getLogger("opensearch").setLevel(logging.ERROR)
         self.settings = settings
         self.exceptions = opensearchpy.exceptions
         tls: dict[str, Any] = {"ca_certs": settings.ca_file} if settings.ca_file else {}
