@@ -220,8 +220,10 @@ def java_string_hash(text: str) -> int:
 
 def offsets_partition_of(group: str, partitions: int) -> int:
     """The partition of `__consumer_offsets` holding a group's commits (Kafka's
-    Utils.abs(group.hashCode) % offsets.topic.num.partitions)."""
-    return (java_string_hash(group) & 0x7FFFFFFF) % partitions
+    Utils.abs(group.hashCode) % offsets.topic.num.partitions, where Utils.abs maps
+    Integer.MIN_VALUE to 0)."""
+    hashed = java_string_hash(group)
+    return (0 if hashed == -(2**31) else abs(hashed)) % partitions
 
 
 HISTORY = 4

@@ -183,6 +183,9 @@ def test_java_string_hash(text: str, expected: int) -> None:
 def test_offsets_partition_is_abs_hash_modulo() -> None:
     assert offsets_partition_of("hello", 50) == 99162322 % 50
     assert offsets_partition_of("a", 7) == 97 % 7
+    # Where Kafka 4.1 (the stack's kafka-source, 10 offsets partitions) wrote these groups.
+    assert offsets_partition_of("txn-1795680180", 10) == 8
+    assert offsets_partition_of("cap-1795680094", 10) == 2
     assert java_string_hash("polygenelubricants") == -2**31  # Utils.abs, not abs()
     assert offsets_partition_of("polygenelubricants", 50) == 0
 

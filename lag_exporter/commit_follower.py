@@ -1,0 +1,375 @@
+"""I/O: committed offsets followed in `__consumer_offsets` instead of asked for every sample.
+
+Every offset commit is a record of Kafka's internal topic `__consumer_offsets` (decoded by
+offsets_topic.py). A Consumer of this process reads it from the beginning with
+isolation.level=read_committed (a transactional commit counts once its transaction commits; an
+aborted one never does), in a thread of its own, and keeps the latest offset per group and
+partition (tombstones applied). A sample then needs no OffsetFetch or FindCoordinator per group:
+FollowedSource answers committed offsets from the follower and sends everything else (end
+offsets, group descriptions, discovery, record times) to the wrapped Admin API source.
+
+Never a stale offset as current: at each sample, the end offsets of the offsets-topic partitions
+holding the sampled groups are read first (one ListOffsets request), and a group is answered
+from the follower only if the follower has read its partition up to that end (waiting up to
+CATCH_UP_WAIT_S for a partition it is following live). So, as with OffsetFetch, a sample
+includes every commit made before it started. The groups of a partition the follower has not
+reached (the first read of a big topic, a follower held up) are asked through the Admin API
+for that sample, and counted (`admin_groups`, `behind_partitions`).
+
+Modes (`offsets_source`): "admin" (no follower), "topic" (the follower; a topic that cannot be
+read makes the groups fail, saying why), "auto" (the follower when the topic can be read, else
+the Admin API, logged once; an authorization error is final, other errors are retried every
+RETRY_S).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from lag_exporter.errors import SourceError
+from lag_exporter.kafka_source import describe_kafka_error
+from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.offsets_topic import CommitStore, offsets_partition_of
+from lag_exporter.sampler import OffsetSource
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+MODES = ("auto", "topic", "admin")
+BATCH = 10_000
+"""Records taken from the consumer's queue per call."""
+CATCH_UP_WAIT_S = 0.5
+"""How long a sample waits for the follower to read what was committed before it started, on
+partitions it follows live (normally milliseconds: the broker answers a waiting fetch as soon as
+a commit arrives)."""
+RETRY_S = 10.0
+"""How often a topic that could not be read is tried again (not after an authorization error in
+"auto" mode: ACLs do not change by themselves)."""
+AUTHORIZATION_ERRORS = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
+}
+
+
+class _DebugOnlyLogger:
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.debug(msg, *args)
+
+
+def consumer_settings(client_settings: Mapping[str, str], timeout_s: float) -> dict[str, Any]:
+    settings: dict[str, Any] = {key: value for key, value in client_settings.items()
+                                if key not in ("statistics.interval.ms", "stats_cb")}
+    settings.setdefault("client.id", "lag-exporter-commits")
+    settings.setdefault("socket.timeout.ms", int(timeout_s * 1000))
+    settings.setdefault("reconnect.backoff.max.ms", 1000)
+    settings.update({
+        "group.id": "lag-exporter-commits",  # required by librdkafka; never joined or committed
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        "enable.partition.eof": False, "allow.auto.create.topics": False,
+        "fetch.wait.max.ms": 100,  # a commit is read within about a tenth of a second
+        "queued.max.messages.kbytes": 1024,  # per partition; the thread decodes as it fetches
+        "logger": _DebugOnlyLogger(),
+    })
+    return settings
+
+
+class CommitFollower:
+    """One cluster's `__consumer_offsets`, read in a background thread into a CommitStore."""
+
+    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
+                 topic: str = OFFSETS_TOPIC,
+                 make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
+        self.cluster = cluster
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.bootstrap = client_settings.get("bootstrap.servers", "?")
+        self._settings = consumer_settings(client_settings, timeout_s)
+        self._make_consumer = make_consumer
+        self.store = CommitStore()
+        self.partitions = 0
+        """Partitions of the offsets topic (0 until it was opened)."""
+        self.failure: str | None = None
+        """Why the topic cannot be read (set by the thread on an authorization error)."""
+        self.authorization_failed = False
+        self._consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self._positions: dict[int, int] = {}
+        """Next offset to read per partition, everything before it applied to the store."""
+        self._live: set[int] = set()
+        """Partitions the follower has read up to an end offset once (no longer in its first
+        read): worth waiting for at a sample."""
+        self._last_error: str | None = None
+
+    def where(self) -> str:
+        return f"{self.topic} on {self.bootstrap}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self.failure is None
+
+    def open(self) -> str | None:
+        """Start following from the beginning; why not, if the topic cannot be read."""
+        if self._consumer is None:
+            self._consumer = self._make_consumer(self._settings)
+        try:
+            metadata = self._consumer.list_topics(self.topic, timeout=self.timeout_s)
+        except KafkaException as error:
+            return f"cannot read {self.where()}: {describe_kafka_error(error)}"
+        described = metadata.topics.get(self.topic)
+        if described is not None and described.error is not None:
+            code = described.error.code()
+            self.authorization_failed = code in AUTHORIZATION_ERRORS
+            return (f"cannot read {self.where()}: "
+                    f"{describe_kafka_error(KafkaException(described.error))}")
+        if described is None or not described.partitions:
+            return f"no {self.where()} yet (no group has committed on this cluster)"
+        numbers = sorted(described.partitions)
+        self.partitions = len(numbers)
+        self._positions = dict.fromkeys(numbers, 0)
+        self._consumer.assign([KafkaTopicPartition(self.topic, n, OFFSET_BEGINNING)
+                               for n in numbers])
+        self._thread = threading.Thread(target=self._run, name=f"commits-{self.cluster}",
+                                        daemon=True)
+        self._thread.start()
+        return None
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = [KafkaTopicPartition(self.topic, n) for n in sorted(self._positions)]
+        store = self.store
+        while not self._stop.is_set():
+            try:
+                messages = consumer.consume(BATCH, 0.2)
+                positions = consumer.position(assignment)
+            except (KafkaException, RuntimeError) as error:  # RuntimeError: closed meanwhile
+                if not self._stop.is_set():
+                    self._remember_error(describe_kafka_error(error))
+                    time.sleep(0.2)
+                continue
+            with self._changed:
+                for message in messages:
+                    problem = message.error()
+                    if problem is None:
+                        store.add(message.key(), message.value())
+                    else:
+                        self._on_error(problem)
+                for kafka_tp in positions:
+                    if kafka_tp.offset >= 0:
+                        self._positions[kafka_tp.partition] = kafka_tp.offset
+                self._changed.notify_all()
+
+    def _on_error(self, error: KafkaError) -> None:
+        why = describe_kafka_error(KafkaException(error))
+        if error.code() in AUTHORIZATION_ERRORS:
+            self.authorization_failed = True
+            self.failure = f"cannot read {self.where()}: {why}"
+        self._remember_error(why)
+
+    def _remember_error(self, error: str) -> None:
+        if error != self._last_error:
+            log.warning("cluster %s: following %s: %s", self.cluster, self.where(), error)
+        self._last_error = error
+
+    def partition_of(self, group: str) -> int:
+        return offsets_partition_of(group, self.partitions)
+
+    def committed_offsets(self, groups: Sequence[str], ends: Mapping[int, int],
+                          wait_s: float = CATCH_UP_WAIT_S
+                          ) -> dict[str, dict[TopicPartition, int] | None]:
+        """Each group's latest committed offsets, read up to `ends` (offsets-topic partition ->
+        end offset read at the start of the sample); None for a group whose partition the
+        follower has not read that far (or whose end is unknown). Waits up to wait_s for the
+        partitions it follows live."""
+        wanted = {group: self.partition_of(group) for group in groups}
+        needed = {p for p in wanted.values() if p in ends}
+        deadline = time.monotonic() + wait_s
+        with self._changed:
+            while True:
+                behind = {p for p in needed if self._positions.get(p, 0) < ends[p]}
+                self._live |= needed - behind
+                waiting = behind & self._live
+                left = deadline - time.monotonic()
+                if not waiting or left <= 0 or self.failure is not None:
+                    break
+                self._changed.wait(min(left, 0.05))
+            return {group: None if p in behind or p not in ends
+                    else self.store.committed_offsets(group)
+                    for group, p in wanted.items()}
+
+    def commit_history(self, group: str, partition: TopicPartition
+                       ) -> tuple[tuple[int, float], ...]:
+        with self._changed:
+            return self.store.commit_history(group, partition)
+
+    def records_behind(self, ends: Mapping[int, int]) -> int:
+        with self._changed:
+            return sum(max(0, end - self._positions.get(p, 0)) for p, end in ends.items())
+
+    def describe(self) -> str:
+        with self._changed:
+            store = self.store
+            return (f"{self.where()}: {self.partitions} partitions, {store.records} records "
+                    f"read, {len(store.commits)} groups with commits, {store.tombstones} "
+                    f"tombstones, {store.describe_skipped()}")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class FollowedSource:
+    """An OffsetSource answering committed offsets from a CommitFollower (see the module's
+    docstring); everything else goes to the wrapped Admin API source."""
+
+    def __init__(self, inner: OffsetSource, follower: CommitFollower, mode: str = "auto",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if mode not in ("auto", "topic"):
+            raise ValueError(f"offsets source mode {mode!r}: expected auto or topic")
+        self.inner = inner
+        self.cluster = inner.cluster
+        self.follower = follower
+        self.mode = mode
+        self._clock = clock
+        self._next_open = float("-inf")
+        self._why_not: str | None = None
+        """Why the follower is not used (None while it is, or before the first try)."""
+        self._announced: str | None = None
+        self.topic_groups = 0
+        """Groups answered from the follower in the last sample."""
+        self.admin_groups = 0
+        """Groups asked through the Admin API in the last sample (the follower behind on
+        their partition, or not in use)."""
+        self.behind_partitions = 0
+        """Offsets-topic partitions the follower had not read up to their end in the last
+        sample."""
+
+    @property
+    def path(self) -> str:
+        """"topic" while the follower answers, "admin" while the Admin API does."""
+        return "topic" if self.follower.running else "admin"
+
+    def describe(self) -> str:
+        """One line for check-config and the log: which path and why."""
+        if self.follower.running:
+            return (f"committed offsets from {self.follower.describe()} "
+                    f"(offsets_source = {self.mode})")
+        why = self._why_not or "not tried yet"
+        if self.mode == "topic":
+            return f"committed offsets: {why} (offsets_source = topic)"
+        return f"committed offsets through the Admin API (OffsetFetch per group): {why}"
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
+        self._open_if_due()
+        if not self.follower.running:
+            if self.follower.failure is not None:
+                self._why_not = self.follower.failure
+            self.topic_groups, self.admin_groups = 0, len(groups)
+            self._announce()
+            if self.mode == "topic":
+                failure = SourceError(f"{self._why_not}; offsets_source = \"topic\" needs "
+                                      f"Describe and Read on {self.follower.topic}")
+                return dict.fromkeys(groups, failure)
+            return self.inner.committed_offsets(groups) if groups else {}
+        self._announce()
+        follower = self.follower
+        partitions = sorted({follower.partition_of(group) for group in groups})
+        asked = self.inner.high_watermarks([TopicPartition(follower.topic, p)
+                                            for p in partitions])
+        ends = {tp.partition: end for tp, end in asked.items() if isinstance(end, int)}
+        if not ends and asked:
+            # The cluster does not answer: asking each group again would only add timeouts.
+            failure = next(e for e in asked.values() if isinstance(e, SourceError))
+            self.topic_groups = self.admin_groups = 0
+            return dict.fromkeys(groups, failure)
+        found = follower.committed_offsets(groups, ends)
+        self.behind_partitions = len({follower.partition_of(g) for g, o in found.items()
+                                      if o is None})
+        fallback = [group for group, offsets in found.items() if offsets is None]
+        answers: dict[str, GroupOffsets | SourceError] = {
+            group: GroupOffsets(group, offsets)
+            for group, offsets in found.items() if offsets is not None}
+        if fallback:
+            answers.update(self.inner.committed_offsets(fallback))
+        self.topic_groups, self.admin_groups = len(groups) - len(fallback), len(fallback)
+        return {group: answers[group] for group in groups}
+
+    def _open_if_due(self) -> None:
+        follower = self.follower
+        if follower.running or self._clock() < self._next_open:
+            return
+        if follower.failure is not None:  # failed while running (an ACL on Fetch)
+            if self.mode == "auto" and follower.authorization_failed:
+                self._next_open = float("inf")
+            else:
+                self._next_open = self._clock() + RETRY_S
+            return
+        self._why_not = follower.open()
+        if self._why_not is None:
+            return
+        if self.mode == "auto" and follower.authorization_failed:
+            self._next_open = float("inf")
+        else:
+            self._next_open = self._clock() + RETRY_S
+
+    def _announce(self) -> None:
+        """Log which path is used, once, and again when it changes."""
+        path = self.path
+        if path == self._announced:
+            return
+        self._announced = path
+        if path == "topic":
+            log.info("cluster %s: committed offsets followed in %s (offsets_source = %s)",
+                     self.cluster, self.follower.where(), self.mode)
+        elif self.mode == "auto":
+            log.warning("cluster %s: committed offsets through the Admin API (OffsetFetch per "
+                        "group): %s", self.cluster, self._why_not)
+        else:
+            log.error("cluster %s: %s", self.cluster, self._why_not)
+
+    def commit_history(self, group: str, partition: TopicPartition
+                       ) -> tuple[tuple[int, float], ...]:
+        """(offset, commit time in seconds) of the group's last commits that moved its offset on
+        the partition, oldest first; empty when not following or never committed."""
+        if not self.follower.running:
+            return ()
+        return self.follower.commit_history(group, partition)
+
+    def group_members(self, groups: Sequence[str]
+                      ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        return self.inner.group_members(groups)
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
+        return self.inner.topic_partitions(topics)
+
+    def high_watermarks(self, partitions: Sequence[TopicPartition]
+                        ) -> dict[TopicPartition, int | SourceError]:
+        return self.inner.high_watermarks(partitions)
+
+    def list_groups(self) -> list[str] | SourceError:
+        return self.inner.list_groups()
+
+    def record_times(self, requests: Mapping[TopicPartition, int]
+                     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        return self.inner.record_times(requests)
+
+    def close(self) -> None:
+        try:
+            self.follower.close()
+        finally:
+            self.inner.close()

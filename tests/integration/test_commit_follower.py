@@ -1,0 +1,225 @@
+"""The committed offsets followed in `__consumer_offsets` (commit_follower.py) against the real
+Kafka 4.1 broker of the stack: parity with `kafka-consumer-groups --describe` on every partition,
+classic and consumer-protocol groups, transactional commits (committed and aborted), deleted
+offsets and groups, a fresh commit, the first read, and the fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from helpers import commit, create_topic, describe_group, produce, wait_for
+
+from lag_exporter.commit_follower import CommitFollower, FollowedSource
+from lag_exporter.errors import SourceError
+from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.offsets_topic import GROUP_PROTOCOL_RECORD
+from stack.stackctl import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def followed(stack: Stack) -> Iterator[FollowedSource]:
+    settings = {"bootstrap.servers": stack.source_bootstrap}
+    source = FollowedSource(KafkaSource("source", settings, 10.0),
+                            CommitFollower("source", settings, 10.0), mode="topic")
+    yield source
+    source.close()
+
+
+def offsets(answer: GroupOffsets | SourceError) -> dict[TopicPartition, int]:
+    assert isinstance(answer, GroupOffsets), answer
+    return answer.committed_offsets
+
+
+def caught_up(source: FollowedSource, groups: list[str]) -> dict[str, dict[TopicPartition, int]]:
+    """Committed offsets once the follower answers every group (after its first read)."""
+    answers: dict[str, GroupOffsets | SourceError] = {}
+
+    def all_from_topic() -> bool:
+        answers.update(source.committed_offsets(groups))
+        return source.topic_groups == len(groups)
+
+    wait_for(all_from_topic, 30, "the follower to read __consumer_offsets", poll_s=0.1)
+    return {group: offsets(answers[group]) for group in groups}
+
+
+def described(stack: Stack, group: str) -> dict[TopicPartition, int]:
+    """CURRENT-OFFSET of every partition kafka-consumer-groups shows with a commit."""
+    return {TopicPartition(row.topic, row.partition): row.current_offset
+            for row in describe_group(stack, group) if row.current_offset is not None}
+
+
+def test_parity_with_kafka_consumer_groups(stack: Stack, followed: FollowedSource,
+                                           unique_name: str) -> None:
+    u = unique_name
+    topics = {f"{u}.a": 6, f"{u}.b": 3, f"{u}.empty": 2}
+    for topic, partitions in topics.items():
+        create_topic(stack.source_bootstrap, topic, partitions)
+        if topic != f"{u}.empty":
+            produce(stack.source_bootstrap, topic, {p: 5 + p for p in range(partitions)})
+    groups = [f"{u}-memberless", f"{u}-partial", f"{u}-beyond", f"{u}-classic",
+              f"{u}-consumer-protocol", f"{u}-never"]
+    commit(stack.source_bootstrap, groups[0],
+           {(t, p): p for t, n in topics.items() if t != f"{u}.empty" for p in range(n)})
+    commit(stack.source_bootstrap, groups[1], {(f"{u}.a", 1): 2, (f"{u}.empty", 0): 0})
+    commit(stack.source_bootstrap, groups[2], {(f"{u}.b", 0): 1000, (f"{u}.empty", 1): 7})
+    members = []
+    for group, protocol in ((groups[3], "classic"), (groups[4], "consumer")):
+        consumer = Consumer({"bootstrap.servers": stack.source_bootstrap, "group.id": group,
+                             "group.protocol": protocol, "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False})
+        consumer.subscribe([f"{u}.a"])
+        read = 0
+        deadline = time.monotonic() + 30
+        while read < sum(5 + p for p in range(6)) and time.monotonic() < deadline:
+            read += sum(1 for m in consumer.consume(100, 0.2) if m.error() is None)
+        consumer.commit(asynchronous=False)
+        members.append(consumer)
+    try:
+        followed.committed_offsets(groups)  # opens the follower
+        got = caught_up(followed, groups)
+        for group in groups[:-1]:  # kafka-consumer-groups fails on a group that never was
+            assert got[group] == described(stack, group), group
+        assert got[groups[4]] == {TopicPartition(f"{u}.a", p): 5 + p for p in range(6)}
+        assert got[groups[5]] == {}
+        assert got[groups[2]][TopicPartition(f"{u}.b", 0)] == 1000
+        assert followed.path == "topic"
+        # Kafka 4's consumer protocol writes its own records next to the commits: skipped.
+        assert followed.follower.store.skipped[GROUP_PROTOCOL_RECORD] > 0
+    finally:
+        for consumer in members:
+            consumer.close()
+
+
+def test_a_commit_is_in_the_next_answer_and_a_rare_one_stays(
+        stack: Stack, followed: FollowedSource, unique_name: str) -> None:
+    topic, group, rare = f"{unique_name}.t", f"{unique_name}-g", f"{unique_name}-rare"
+    create_topic(stack.source_bootstrap, topic, 1)
+    produce(stack.source_bootstrap, topic, {0: 50})
+    commit(stack.source_bootstrap, rare, {(topic, 0): 3})  # as MirrorMaker 1 every 60 s
+    commit(stack.source_bootstrap, group, {(topic, 0): 1})
+    caught_up(followed, [group, rare])
+    consumer = Consumer({"bootstrap.servers": stack.source_bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        for offset in range(2, 12):
+            consumer.commit(offsets=[KafkaTopicPartition(topic, 0, offset)], asynchronous=False)
+            started = time.monotonic()
+            answer = followed.committed_offsets([group, rare])
+            assert time.monotonic() - started < 1.0
+            assert offsets(answer[group]) == {TopicPartition(topic, 0): offset}
+            assert offsets(answer[rare]) == {TopicPartition(topic, 0): 3}
+            assert followed.admin_groups == 0
+    finally:
+        consumer.close()
+    history = followed.commit_history(group, TopicPartition(topic, 0))
+    assert [offset for offset, _ in history] == [8, 9, 10, 11]
+    assert all(abs(at - time.time()) < 60 for _, at in history)
+
+
+def test_transactional_commits_count_once_committed(stack: Stack, followed: FollowedSource,
+                                                    unique_name: str) -> None:
+    topic, group = f"{unique_name}.t", f"{unique_name}-streams"
+    create_topic(stack.source_bootstrap, topic, 2)
+    produce(stack.source_bootstrap, topic, {0: 20, 1: 20})
+    commit(stack.source_bootstrap, group, {(topic, 0): 1, (topic, 1): 1})
+    caught_up(followed, [group])
+    consumer = Consumer({"bootstrap.servers": stack.source_bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": stack.source_bootstrap,
+                         "transactional.id": f"{unique_name}-tx"})
+    try:
+        producer.init_transactions(30)
+        metadata = consumer.consumer_group_metadata()
+        for offset, keep in ((5, True), (9, False), (12, True)):
+            producer.begin_transaction()
+            producer.produce(topic, b"output", partition=1)
+            producer.send_offsets_to_transaction(
+                [KafkaTopicPartition(topic, 0, offset)], metadata, 30)
+            if keep:
+                producer.commit_transaction(30)
+            else:
+                producer.abort_transaction(30)
+            answer = followed.committed_offsets([group])
+            expected = 12 if offset == 12 else 5
+            assert offsets(answer[group])[TopicPartition(topic, 0)] == expected
+            assert followed.admin_groups == 0  # read past the markers, not asked again
+        assert described(stack, group)[TopicPartition(topic, 0)] == 12
+    finally:
+        producer.flush(10)
+        consumer.close()
+
+
+def test_deleted_offsets_and_groups_are_tombstoned(stack: Stack, followed: FollowedSource,
+                                                   unique_name: str) -> None:
+    a, b, group = f"{unique_name}.a", f"{unique_name}.b", f"{unique_name}-g"
+    for topic in (a, b):
+        create_topic(stack.source_bootstrap, topic, 2)
+    commit(stack.source_bootstrap, group, {(a, 0): 0, (a, 1): 0, (b, 0): 0})
+    assert caught_up(followed, [group])[group] == {
+        TopicPartition(a, 0): 0, TopicPartition(a, 1): 0, TopicPartition(b, 0): 0}
+    done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", stack.source_bootstrap,
+                          "--delete-offsets", "--group", group, "--topic", a)
+    assert done.returncode == 0, done.stderr
+    assert offsets(followed.committed_offsets([group])[group]) == {TopicPartition(b, 0): 0}
+    done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", stack.source_bootstrap,
+                          "--delete", "--group", group)
+    assert done.returncode == 0, done.stderr
+    assert offsets(followed.committed_offsets([group])[group]) == {}
+    assert followed.admin_groups == 0
+    assert followed.follower.store.tombstones >= 3
+
+
+def test_first_read_asks_the_admin_api_and_says_so(stack: Stack, unique_name: str) -> None:
+    settings = {"bootstrap.servers": stack.source_bootstrap}
+    topic, group = f"{unique_name}.t", f"{unique_name}-g"
+    create_topic(stack.source_bootstrap, topic, 1)
+    commit(stack.source_bootstrap, group, {(topic, 0): 0})
+    source = FollowedSource(KafkaSource("source", settings, 10.0),
+                            CommitFollower("source", settings, 10.0))
+    try:
+        first = source.committed_offsets([group])  # the follower has read nothing yet
+        assert (source.topic_groups, source.admin_groups) == (0, 1)
+        assert source.behind_partitions == 1
+        assert offsets(first[group]) == {TopicPartition(topic, 0): 0}
+        assert caught_up(source, [group])[group] == {TopicPartition(topic, 0): 0}
+        assert source.path == "topic"
+        assert "__consumer_offsets on 127.0.0.1" in source.describe()
+    finally:
+        source.close()
+
+
+def test_auto_falls_back_to_the_admin_api_when_the_topic_cannot_be_read(
+        stack: Stack, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = {"bootstrap.servers": stack.source_bootstrap}
+    topic, group = f"{unique_name}.t", f"{unique_name}-g"
+    create_topic(stack.source_bootstrap, topic, 1)
+    commit(stack.source_bootstrap, group, {(topic, 0): 0})
+    # No readable offsets topic here: a name that does not exist stands in for a denied one.
+    missing = f"{unique_name}-no-offsets-topic"
+    auto = FollowedSource(KafkaSource("source", settings, 10.0),
+                          CommitFollower("source", settings, 10.0, topic=missing))
+    forced = FollowedSource(KafkaSource("source", settings, 10.0),
+                            CommitFollower("source", settings, 10.0, topic=missing), mode="topic")
+    try:
+        with caplog.at_level(logging.INFO, logger="lag_exporter.commit_follower"):
+            for _ in range(3):
+                assert offsets(auto.committed_offsets([group])[group]) == {
+                    TopicPartition(topic, 0): 0}
+        assert auto.path == "admin" and auto.admin_groups == 1
+        assert "through the Admin API" in auto.describe()
+        said = [r.getMessage() for r in caplog.records if "Admin API" in r.getMessage()]
+        assert len(said) == 1 and missing in said[0], said
+        failed = forced.committed_offsets([group])[group]
+        assert isinstance(failed, SourceError)
+        assert missing in str(failed) and "Describe and Read" in str(failed)
+    finally:
+        auto.close()
+        forced.close()
