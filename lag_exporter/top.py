@@ -31,7 +31,6 @@ from datetime import datetime
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -256,6 +255,7 @@ def minute_values(points: Points, end: float, width: int = SPARK_WIDTH,
 
 
 STATUS_STYLE = {"OK": "green", "WARN": "yellow", "ERR": "bold red"}
+SELECTED_STYLE = "bold on grey30"
 
 
 def _topic_cell(row: TopicRow) -> Text:
@@ -307,7 +307,8 @@ def _rows_table(state: TopState, shown: list[TopicRow], clusters: bool) -> Table
         cells += [row.group, _topic_cell(row), _lag_cell(row),
                   format_count(row.lag_max, 8), format_seconds(row.seconds_max), status,
                   Text(spark, style="cyan")]
-        table.add_row(*cells, style="reverse" if selected else None)
+        # A background, not reverse video: reversed sparkline blocks would read as bars.
+        table.add_row(*cells, style=SELECTED_STYLE if selected else None)
     return table
 
 
@@ -320,9 +321,9 @@ def _detail(row: TopicRow, limit: int) -> list[RenderableType]:
         return [Text(f"{where}: no commit yet: the group has not committed an offset on any "
                      "partition (a new consumer, or a mirror before its first commit); its "
                      "lag shows once it does.", style="italic")]
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0),
-                  header_style="bold", title=Text(f"partitions of {where}", style="bold"),
-                  title_justify="left")
+    title = Text(f"partitions of {where}", style="bold", no_wrap=True, overflow="ellipsis")
+    table = Table(box=None, show_edge=False, padding=(0, 2, 0, 0),
+                  header_style="bold")
     for name in ("PARTITION", "COMMITTED", "END", "LAG", "BEHIND"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
@@ -333,7 +334,7 @@ def _detail(row: TopicRow, limit: int) -> list[RenderableType]:
                       "?" if p.high_watermark is None else f"{p.high_watermark:,}",
                       format_count(p.lag, 12), format_seconds(p.seconds),
                       Text(p.status or NO_VALUE, style=STATUS_STYLE.get(p.status or "", "")))
-    parts: list[RenderableType] = [table]
+    parts: list[RenderableType] = [title, table]
     if len(shown) < len(row.partitions):
         parts.append(Text(f"... {len(row.partitions) - len(shown)} more partitions "
                           "(a taller terminal shows them)", style="dim"))
@@ -357,7 +358,7 @@ def render(state: TopState, width: int, height: int) -> RenderableType:
     # Lines: title, problem, table header, footer; then the rows and the detail share the rest.
     room = max(1, height - len(parts) - 2)
     selected_row = state.rows[state.selected_index()]
-    detail_lines = 4 + len(selected_row.partitions) if state.detail else 0
+    detail_lines = 2 + len(selected_row.partitions) if state.detail else 0
     list_room = max(min(3, room), room - detail_lines)
     count = min(len(state.rows), list_room)
     index = state.selected_index()
@@ -369,7 +370,7 @@ def render(state: TopState, width: int, height: int) -> RenderableType:
         footer = Text(f"rows {first + 1}-{first + len(shown)} of {len(state.rows)}; ",
                       style="dim") + footer
     if state.detail:
-        parts += _detail(selected_row, max(1, room - count - 4))
+        parts += _detail(selected_row, max(1, room - count - 2))
     return Group(*parts, footer)
 
 

@@ -140,7 +140,7 @@ def test_the_detail_shows_the_selected_rows_partitions() -> None:
     start = lines.index("partitions of payments / orders on c")
     assert lines[start + 1].split() == ["PARTITION", "COMMITTED", "END", "LAG", "BEHIND",
                                         "STATUS"]
-    assert [line.split() for line in lines[start + 3:start + 5]] == [
+    assert [line.split() for line in lines[start + 2:start + 4]] == [
         ["0", "10", "40", "30", "3s", "OK"], ["1", "5", "25", "20", "13s", "WARN"]]
     state.press("down")
     state.press("down")
