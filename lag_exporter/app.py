@@ -262,14 +262,15 @@ def make_service(
                   summary_every_s=summary_every_s, pipelines=pipelines)
     endpoint = None
     if config.http_port is not None:
-        from lag_exporter.http_endpoint import HttpEndpoint
+        from lag_exporter.http_endpoint import HttpEndpoint, LagView
         from lag_exporter.metrics import Health, LagMetrics
 
         metrics = LagMetrics()
         metrics.read_delivery_from(lambda: delivery_state(watch))
         health = Health(config.interval_s, oldest_undelivered=lambda: oldest_undelivered(watch))
-        watch.sample_observers += [metrics.observe, health.observe]
-        endpoint = HttpEndpoint(config.http_host, config.http_port, metrics, health)
+        view = LagView()  # the page and /api/lag (top --from): latest rows and their history
+        watch.sample_observers += [metrics.observe, health.observe, view.observe]
+        endpoint = HttpEndpoint(config.http_host, config.http_port, metrics, health, view=view)
     if load_config is not None:
         watch.reload = lambda: reload(watch, config, load_config, make_source)
     return Service(watch, endpoint)
