@@ -47,8 +47,8 @@ class CloudWatchServer:
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-@pytest.fixture
-def cloudwatch(stack: Stack) -> Iterator[CloudWatchServer]:
+@pytest.fixture(name="cloudwatch")
+def cloudwatch_fixture(stack: Stack) -> Iterator[CloudWatchServer]:
     """The moto server, running again after the test even if the test stopped it."""
     server = CloudWatchServer(stack)
     if not server.answers():

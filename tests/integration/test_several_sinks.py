@@ -12,8 +12,8 @@ import pytest
 from cloudwatch_helpers import (  # noqa: F401 - the fixture
     EXPORTER_ENV,
     CloudWatchServer,
-    cloudwatch,
     cloudwatch_config,
+    cloudwatch_fixture,
     series,
 )
 from helpers import (

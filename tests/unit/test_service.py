@@ -10,7 +10,14 @@ from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.outbox import Outbox
-from lag_exporter.service import Delivery, GroupHealth, Watch, ticks_to_skip
+from lag_exporter.service import (
+    Delivery,
+    GroupHealth,
+    Pipeline,
+    SampleDocuments,
+    Watch,
+    ticks_to_skip,
+)
 from lag_exporter.sinks import DeliveryReport
 
 
@@ -207,3 +214,106 @@ def test_a_lasting_warning_is_logged_once_not_every_tick(
     run_watch([0.1] * 5, warnings=(warning,))
     logged = [r for r in caplog.records if r.getMessage() == warning]
     assert [r.levelno for r in logged] == [logging.WARNING]
+
+
+# -- several sinks: each with its own outbox and delivery thread ------------------------------
+
+
+class BlockedSink:
+    """A sink whose first write hangs until released (an Elasticsearch that stopped answering)."""
+
+    name = "blocked"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.received: list[str] = []
+
+    def write(self, documents: list[Document]) -> DeliveryReport:
+        self.release.wait(10)
+        self.received += [d.doc_id for d in documents]
+        return DeliveryReport(stored=len(documents))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sink_that_hangs_delays_nothing_of_the_other_sink_and_keeps_its_own_queue(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="lag_exporter")
+    clock = FakeClock()
+    fleet = ScriptedFleet(clock, [0.1] * 5)
+    blocked, recording = BlockedSink(), RecordingSink()
+    watch = Watch(fleet, interval_s=1.0, summary_every_s=60.0, clock=clock,
+                  pipelines=[Pipeline(Outbox(), blocked), Pipeline(Outbox(), recording)])
+    watch._stop = ClockedStop(clock)
+    watch.run(max_samples=5, shutdown_timeout_s=1.0)
+    assert recording.batches == 5  # every sample, while the other sink hung on the first
+    assert blocked.received == []
+    assert watch.pipelines[0].outbox.dropped == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert "blocked: stopping with 5 undelivered sample(s)" in messages
+    assert messages[-1].endswith("blocked: 0 delivered, 0 dropped; recording: 5 delivered, "
+                                 "0 dropped)")
+    blocked.release.set()
+
+
+def test_a_failing_sink_is_retried_on_its_own_while_the_other_delivers() -> None:
+    failing, recording = FlakySink(failures=3), RecordingSink()
+    outboxes = [Outbox(), Outbox()]
+    pipelines = [Pipeline(outboxes[0], failing, max_backoff_s=0.01),
+                 Pipeline(outboxes[1], recording)]
+    watch = Watch(Fleet([]), pipelines=pipelines)
+    for n in range(3):
+        watch.pipelines[0].outbox.put([Document(str(n), {})])
+        watch.pipelines[1].outbox.put([Document(str(n), {})])
+    for pipeline in pipelines:
+        pipeline.delivery.start()
+    assert failing.done.wait(5)
+    for pipeline in pipelines:
+        assert pipeline.delivery.finish(timeout_s=1)
+    assert failing.received == ["0", "1", "2"] and recording.batches == 3
+    assert pipelines[0].delivery.failures == 3 and pipelines[1].delivery.failures == 0
+
+
+def test_each_shape_of_documents_is_built_once_per_sample_for_every_sink() -> None:
+    built: list[Sample] = []
+
+    def build(sample: Sample) -> list[Document]:
+        built.append(sample)
+        return [Document("d", {"lag_total": 1})]
+
+    def documents(shared: SampleDocuments) -> list[Document]:
+        return shared.get(build)
+
+    outboxes = [Outbox(), Outbox()]
+    watch = Watch(ScriptedFleet(FakeClock(), [0.1]), summary_every_s=3600,
+                  pipelines=[Pipeline(outbox, RecordingSink(), documents) for outbox in outboxes])
+    watch._take_sample()
+    assert len(built) == 1
+    assert [len(outbox) for outbox in outboxes] == [1, 1]
+    assert watch.queued() == 2
+    for outbox in outboxes:
+        outbox.close()
+
+
+def test_one_sink_whose_documents_fail_to_build_costs_the_others_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(shared: SampleDocuments) -> list[Document]:
+        raise KeyError("bug")
+
+    outboxes = [Outbox(), Outbox()]
+    watch = Watch(ScriptedFleet(FakeClock(), [0.1]), summary_every_s=3600,
+                  pipelines=[Pipeline(outboxes[0], RecordingSink(), broken),
+                             Pipeline(outboxes[1], RecordingSink())])
+    watch._take_sample()
+    assert [len(outbox) for outbox in outboxes] == [0, 1]
+    assert "recording: building the documents of a sample failed" in caplog.text
+    for outbox in outboxes:
+        outbox.close()
+
+
+def test_a_watch_needs_a_sink() -> None:
+    with pytest.raises(ValueError, match="at least one sink"):
+        Watch(Fleet([]))
