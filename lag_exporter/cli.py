@@ -37,12 +37,12 @@ from lag_exporter.config import (
     check_names,
     check_number,
     check_timeout,
-    default_spool_dir,
     elasticsearch_settings,
     kafka_settings,
     load_config,
     megabytes_to_bytes,
     status_rules,
+    with_default_spool_dir,
 )
 from lag_exporter.documents import sample_documents
 from lag_exporter.errors import ConfigError, LagExporterError
@@ -343,10 +343,7 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
             params.get("timeout_s") or config.timeout_s)
     elif config.elasticsearch is not None and params["es_index"]:
         overrides["elasticsearch"] = replace(config.elasticsearch, index=params["es_index"])
-    config = replace(config, **overrides)
-    if config.elasticsearch is not None and config.spool_dir is None:
-        config = replace(config, spool_dir=default_spool_dir(config.elasticsearch.index))
-    return config
+    return with_default_spool_dir(replace(config, **overrides))
 
 
 COMPLETION = "_LAG_EXPORTER_COMPLETE"
