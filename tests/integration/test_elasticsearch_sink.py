@@ -115,6 +115,15 @@ def test_per_partition_documents_go_to_the_shipped_template_once(
         assert (sink.write(batch).stored, sink.write(batch).already_stored) == (2, 2)
     finally:
         sink.close()
+    restarted = server.sink(index, document_shape="partition")  # finds what the first made
+    try:
+        assert restarted.write(batch).already_stored == 2
+        wide = server.sink(index, document_shape="wide")
+        with pytest.raises(SinkError, match="holds the per-partition document shape"):
+            wide.ensure_index()
+        wide.close()
+    finally:
+        restarted.close()
     template = request(f"{server.url}/_index_template/lag-exporter-{index}")
     (body,) = template["index_templates"]
     assert body["index_template"]["index_patterns"] == [index]
