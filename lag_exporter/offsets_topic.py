@@ -251,6 +251,8 @@ class CommitStore:
         self.records = 0
         self.skipped: Counter[str] = Counter()
         self.tombstones = 0
+        self.value_versions: Counter[int] = Counter()
+        """Offset commits read per value version (which format the brokers write)."""
         self._keys: dict[bytes, tuple[str, TopicPartition] | str] = {}
 
     def add(self, key: bytes | None, value: bytes | None) -> None:
@@ -273,6 +275,7 @@ class CommitStore:
         if isinstance(decoded_value, str):
             self.skipped[decoded_value] += 1
             return
+        self.value_versions[decoded_value.version] += 1
         if decoded_value.offset < 0:  # "no offset", as OffsetFetch reports it: no commit
             self._forget(group, partition)
             return

@@ -1,24 +1,38 @@
 """The committed offsets followed in `__consumer_offsets` (commit_follower.py) against the real
 Kafka 4.1 broker of the stack: parity with `kafka-consumer-groups --describe` on every partition,
 classic and consumer-protocol groups, transactional commits (committed and aborted), deleted
-offsets and groups, a fresh commit, the first read, and the fallbacks."""
+offsets and groups, a fresh commit, the first read, and the fallbacks. Both brokers of the stack
+run Kafka 4.1, so the Kafka 3.9 case starts a private single-node 3.9 broker (the stack's 3.9
+jars, the ones MirrorMaker 1 runs on) for the module, and stops it."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from helpers import commit, create_topic, describe_group, produce, wait_for
+from helpers import (
+    commit,
+    create_topic,
+    describe_group,
+    parse_table,
+    produce,
+    wait_for,
+    wait_until_kafka_serves,
+)
 
 from lag_exporter.commit_follower import CommitFollower, FollowedSource
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.model import GroupOffsets, TopicPartition
 from lag_exporter.offsets_topic import GROUP_PROTOCOL_RECORD
+from stack import stackctl
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
@@ -223,3 +237,100 @@ def test_auto_falls_back_to_the_admin_api_when_the_topic_cannot_be_read(
     finally:
         auto.close()
         forced.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def kafka39(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Kafka 3.9.1 broker (KRaft, one node, 5 offsets partitions); its bootstrap."""
+    home: Path = tmp_path_factory.mktemp("kafka39")
+    port, controller = free_port(), free_port()
+    properties = home / "server.properties"
+    properties.write_text(f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={home / "data"}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+""")
+    subprocess.run(stackctl.kafka_java("kafka39", ["-Xmx128m"], "kafka.tools.StorageTool",
+                                       "format", "-t", stackctl.new_cluster_id(),
+                                       "-c", str(properties)),
+                   check=True, capture_output=True, timeout=120)
+    with (home / "broker.log").open("wb") as broker_log:
+        broker = subprocess.Popen(stackctl.kafka_java("kafka39", ["-Xmx256m"], "kafka.Kafka",
+                                                      str(properties)),
+                                  stdout=broker_log, stderr=subprocess.STDOUT)
+    try:
+        bootstrap = f"127.0.0.1:{port}"
+        wait_until_kafka_serves(bootstrap, 90)
+        yield bootstrap
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(30)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait(10)
+
+
+def test_kafka_3_9_commits_parity_transactions_and_tombstones(
+        stack: Stack, kafka39: str, unique_name: str) -> None:
+    topic, plain, streams = f"{unique_name}.t", f"{unique_name}-plain", f"{unique_name}-streams"
+    create_topic(kafka39, topic, 3)
+    produce(kafka39, topic, {0: 10, 1: 10, 2: 10})
+    commit(kafka39, plain, {(topic, 0): 4, (topic, 1): 10, (topic, 2): 0})
+    settings = {"bootstrap.servers": kafka39}
+    source = FollowedSource(KafkaSource("k39", settings, 10.0),
+                            CommitFollower("k39", settings, 10.0), mode="topic")
+    consumer = Consumer({"bootstrap.servers": kafka39, "group.id": streams,
+                         "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": kafka39, "transactional.id": f"{unique_name}-tx"})
+    try:
+        source.committed_offsets([plain])
+        caught_up(source, [plain, streams])
+        producer.init_transactions(30)
+        for offset, keep in ((6, True), (8, False)):
+            producer.begin_transaction()
+            producer.send_offsets_to_transaction([KafkaTopicPartition(topic, 0, offset)],
+                                                 consumer.consumer_group_metadata(), 30)
+            if keep:
+                producer.commit_transaction(30)
+            else:
+                producer.abort_transaction(30)
+        done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", kafka39,
+                              "--delete-offsets", "--group", plain, "--topic", f"{topic}:2")
+        assert done.returncode == 0, done.stderr
+        answer = source.committed_offsets([plain, streams])
+        assert source.admin_groups == 0
+        for group in (plain, streams):
+            done = stack.run_tool("kafka-consumer-groups", "--bootstrap-server", kafka39,
+                                  "--describe", "--group", group)
+            assert done.returncode == 0, done.stderr
+            rows = [row for row in parse_table(done.stdout.strip()) if row.group == group]
+            assert offsets(answer[group]) == {TopicPartition(r.topic, r.partition): r.current_offset
+                                              for r in rows if r.current_offset is not None}
+        assert offsets(answer[streams]) == {TopicPartition(topic, 0): 6}
+        assert offsets(answer[plain]) == {TopicPartition(topic, 0): 4, TopicPartition(topic, 1): 10}
+        # Kafka 3.9's coordinator writes value version 3 (4.1 writes the flexible version 4).
+        assert set(source.follower.store.value_versions) == {3}
+        assert source.follower.store.tombstones >= 1
+    finally:
+        producer.flush(10)
+        consumer.close()
+        source.close()

@@ -213,6 +213,7 @@ def test_store_keeps_the_latest_offset_and_applies_tombstones() -> None:
     assert store.groups() == ["h"]
     assert store.committed_offsets("nobody") == {}
     assert store.tombstones == 3 and store.records == 7
+    assert store.value_versions == {3: 4}
 
 
 def test_store_counts_what_it_skips_and_a_negative_offset_is_no_commit() -> None:
