@@ -45,7 +45,7 @@ class CloudWatchSink:
             self._client: Any = session.client(
                 "cloudwatch", region_name=settings.region, endpoint_url=settings.endpoint_url,
                 config=Config(connect_timeout=settings.timeout_s, read_timeout=settings.timeout_s,
-                              retries={"max_attempts": 1, "mode": "standard"}))
+                              retries={"total_max_attempts": 1, "mode": "standard"}))
         except NoRegionError as error:
             raise ConfigError("[cloudwatch] has no AWS region: set region there, or "
                               "AWS_REGION in the environment") from error
