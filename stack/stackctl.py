@@ -46,7 +46,8 @@ Elasticsearch and OpenSearch refuse to run as root: started by root, their nodes
 system user `lagexp-es` (created when missing) and the directories above the repository get o+x
 so that user can reach its files; started by any other user, they run as that user.
 
-Errors: every failure is one line on stderr (`stack: ...`, exit 1), naming the log to read.
+Errors: every failure is one line on stderr (`stack: ...`, exit 1), naming the log to read
+(with CI set, the log's last lines are printed before it).
 
 Tool passthroughs (`kafka-topics`, `kafka-consumer-groups`, `kafka-producer-perf-test`,
 `kafka-console-producer`, `kafka-console-consumer`) run the Kafka 4.1 CLI classes with a quiet
@@ -256,9 +257,11 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 def fail(component: str, why: str) -> StackError:
-    """One line; the log's last lines go to stderr first, so CI output shows the cause."""
+    """One line naming the log; under CI the log's last lines go to stderr first, so that
+    the CI output alone shows the cause."""
     path = log_file(component)
-    log(f"{component}: last lines of {path}:\n{tail(path)}")
+    if os.environ.get("CI"):
+        log(f"{component}: last lines of {path}:\n{tail(path)}")
     return StackError(f"{component}: {why} (log: {path})")
 
 
@@ -866,18 +869,9 @@ def select(components: Sequence[str]) -> list[str]:
     return [c for c in COMPONENTS if not components or c in components]
 
 
-def foreign_moto() -> bool:
-    """A moto server not started by the stack already answers on the cloudwatch port."""
-    return http_status(f"{cloudwatch_endpoint()}/moto-api/") == 200
-
-
 def up(components: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     """Start the named components (all if none) unless running; wait until ready."""
     todo = [c for c in select(components) if not running(c)]
-    if CLOUDWATCH in todo and foreign_moto():
-        # Same endpoint, same behaviour: use it rather than fail (stop/start cannot reach it).
-        log(f"cloudwatch: using the moto server already on port {MOTO_PORT} (not started here)")
-        todo.remove(CLOUDWATCH)
     for c in todo:
         check_port_free(c)
     if any(c in ("kafka-source", "elasticsearch-auth") for c in todo):

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from elasticsearch import AuthenticationException, Elasticsearch
+from opensearchpy import OpenSearch
 
+from stack import stackctl
 from stack.stackctl import Stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch.type_defs import DimensionTypeDef
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +140,123 @@ def test_elasticsearch_auth_accepts_right_password_only(stack: Stack) -> None:
         bad.cluster.health()
     good.close()
     bad.close()
+
+
+def test_elasticsearch9_is_a_9x_node_that_takes_bulk_writes(stack: Stack, unique_name: str) -> None:
+    es = Elasticsearch(stack.es9_url)
+    try:
+        versions = {node["version"] for node in es.nodes.info()["nodes"].values()}
+        assert versions == {stackctl.ES9_VERSION}
+        assert stackctl.ES9_VERSION.startswith("9.")
+        result = es.bulk(operations=[{"create": {"_index": unique_name, "_id": "a"}}, {"n": 1}],
+                         refresh=True)
+        assert not result["errors"]
+        assert es.count(index=unique_name)["count"] == 1
+    finally:
+        es.indices.delete(index=unique_name, ignore_unavailable=True)
+        es.close()
+
+
+def test_opensearch_is_a_2_19_opensearch_node(stack: Stack, unique_name: str) -> None:
+    client = OpenSearch(hosts=[stack.opensearch_url])
+    try:
+        version = client.info()["version"]
+        assert version["distribution"] == "opensearch"
+        assert version["number"].startswith("2.19.")
+        client.index(index=unique_name, body={"n": 1}, id="a", refresh=True)
+        assert client.count(index=unique_name)["count"] == 1
+    finally:
+        client.indices.delete(index=unique_name, ignore_unavailable=True)
+        client.close()
+
+
+def test_cloudwatch_endpoint_takes_and_lists_metrics(stack: Stack, unique_name: str) -> None:
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=stack.cloudwatch_endpoint,
+                              region_name="eu-west-1", aws_access_key_id="dummy",
+                              aws_secret_access_key="dummy")
+    dimensions: list[DimensionTypeDef] = [{"Name": "ConsumerGroup", "Value": "g"},
+                                          {"Name": "Topic", "Value": "t"}]
+    cloudwatch.put_metric_data(Namespace=unique_name, MetricData=[
+        {"MetricName": "SumOffsetLag", "Dimensions": dimensions, "Value": 42.0,
+         "Timestamp": datetime.now(UTC)}])
+    metrics = cloudwatch.list_metrics(Namespace=unique_name)["Metrics"]
+    assert [(m["MetricName"], m["Dimensions"]) for m in metrics] == [("SumOffsetLag", dimensions)]
+
+
+def test_cloudwatch_stops_and_starts(stack: Stack) -> None:
+    port = int(stack.cloudwatch_endpoint.rsplit(":", 1)[1])
+    stack.stop("cloudwatch")
+    try:
+        assert not stackctl.port_open(port)
+    finally:
+        stack.start("cloudwatch")
+    assert stackctl.http_status(f"{stack.cloudwatch_endpoint}/moto-api/") == 200
+
+
+# ---------------------------------------------------------------- failures are one line
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def scratch_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """stackctl pointed at an empty repository and state under tmp_path, the cloudwatch
+    component on a free port: nothing of the shared stack is touched."""
+    monkeypatch.setattr(stackctl, "REPO", tmp_path / "repo")
+    monkeypatch.setattr(stackctl, "STATE", tmp_path / "state")
+    monkeypatch.setattr(stackctl, "RUN", tmp_path / "state" / "run")
+    monkeypatch.setattr(stackctl, "LOGS", tmp_path / "state" / "logs")
+    monkeypatch.setattr(stackctl, "ADDRESSES", tmp_path / "state" / "addresses.json")
+    monkeypatch.setattr(stackctl, "MOTO_PORT", free_port())
+    monkeypatch.delenv("CI", raising=False)
+    return tmp_path / "repo"
+
+
+def fake_moto_server(repo: Path, script: str) -> None:
+    server = repo / ".venv" / "bin" / "moto_server"
+    server.parent.mkdir(parents=True)
+    server.write_text(f"#!/bin/sh\n{script}\n")
+    server.chmod(0o755)
+
+
+def one_line_failure(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The failure line of `scripts/stack ARGV`: exit 1 and, after the "[stack] ..." progress
+    lines, one line and nothing else (no traceback)."""
+    assert stackctl.main(list(argv)) == 1
+    err = capsys.readouterr().err
+    failure = [line for line in err.splitlines() if not line.startswith("[stack] ")]
+    assert len(failure) == 1, err
+    assert err.endswith(f"{failure[0]}\n")
+    assert failure[0].startswith("stack: ")
+    return failure[0]
+
+
+def test_missing_program_is_one_line(scratch_stack: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_line_failure(capsys, "up", "cloudwatch")
+    assert line == (f"stack: cloudwatch: no {scratch_stack}/.venv/bin/moto_server "
+                    f"(scripts/bootstrap installs it)")
+
+
+def test_component_dying_at_start_is_one_line(scratch_stack: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    fake_moto_server(scratch_stack, "echo 'cannot start' >&2; exit 3")
+    line = one_line_failure(capsys, "up", "cloudwatch")
+    log = stackctl.log_file("cloudwatch")
+    assert line == f"stack: cloudwatch: process exited during start-up (log: {log})"
+    assert "cannot start" in log.read_text()
+
+
+def test_os_error_is_one_line(scratch_stack: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_moto_server(scratch_stack, "exec sleep 60")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(stackctl, "LOGS", blocker / "logs")  # mkdir fails even for root
+    line = one_line_failure(capsys, "up", "cloudwatch")
+    assert line == f"stack: [Errno 20] Not a directory: '{blocker / 'logs'}'"
