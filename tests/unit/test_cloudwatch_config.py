@@ -159,3 +159,17 @@ def test_the_default_spool_directory_follows_the_first_sink_that_spools(
     assert with_default_spool_dir(ExporterConfig(())).spool_dir is None  # stdout: no spool
     given = ExporterConfig((), cloudwatch=CloudWatchSettings(), spool_dir=tmp_path / "mine")
     assert with_default_spool_dir(given).spool_dir == tmp_path / "mine"
+
+
+def test_the_shipped_three_sink_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "lag-exporter-three-sinks.toml"
+    monkeypatch.setenv("LAG_EXPORTER_ES_PASSWORD", "x")
+    monkeypatch.setenv("LAG_EXPORTER_OPENSEARCH_PASSWORD", "y")
+    config = load_config(example)
+    assert config.elasticsearch is not None and config.opensearch is not None
+    assert (config.elasticsearch.document_shape, config.opensearch.document_shape) == (
+        "wide", "partition")
+    assert config.cloudwatch == CloudWatchSettings(
+        namespace="KafkaLag", region="eu-west-1", dimensions=(("Environment", "prod"),),
+        partition_metrics_interval_s=60.0)
+    assert [c.name for c in config.clusters] == ["dc1-orders"]
