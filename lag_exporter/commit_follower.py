@@ -36,7 +36,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import describe_kafka_error
 from lag_exporter.model import GroupOffsets, TopicPartition
-from lag_exporter.offsets_topic import CommitStore, offsets_partition_of
+from lag_exporter.offsets_topic import CommitStore, FollowerState, offsets_partition_of
 from lag_exporter.sampler import OffsetSource
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,11 @@ class CommitFollower:
         with self._changed:
             return sum(max(0, end - self._positions.get(p, 0)) for p, end in ends.items())
 
+    def counts(self) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """(records read, records skipped per reason), from any thread."""
+        with self._changed:
+            return self.store.records, tuple(sorted(self.store.skipped.items()))
+
     def describe(self) -> str:
         with self._changed:
             store = self.store
@@ -342,6 +347,12 @@ class FollowedSource:
         else:
             log.error("cluster %s: %s", self.cluster, self._why_not)
 
+    def state(self) -> FollowerState:
+        """For /metrics: which path, and how the last sample was answered."""
+        records, skipped = self.follower.counts()
+        return FollowerState(self.cluster, self.path, self.topic_groups, self.admin_groups,
+                             self.behind_partitions, records, skipped)
+
     def commit_history(self, group: str, partition: TopicPartition
                        ) -> tuple[tuple[int, float], ...]:
         """(offset, commit time in seconds) of the group's last commits that moved its offset on
@@ -373,3 +384,14 @@ class FollowedSource:
             self.follower.close()
         finally:
             self.inner.close()
+
+
+def follower_state(source: OffsetSource, groups: int = 0) -> FollowerState:
+    """Where a cluster's source reads committed offsets: its FollowedSource's state (also
+    inside a MirroredSource), else the Admin API for all of its `groups`."""
+    found: object = source
+    while not isinstance(found, FollowedSource) and hasattr(found, "inner"):
+        found = found.inner
+    if isinstance(found, FollowedSource):
+        return found.state()
+    return FollowerState(source.cluster, "admin", admin_groups=groups)

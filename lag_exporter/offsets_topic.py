@@ -226,6 +226,21 @@ def offsets_partition_of(group: str, partitions: int) -> int:
     return (0 if hashed == -(2**31) else abs(hashed)) % partitions
 
 
+@dataclass(frozen=True)
+class FollowerState:
+    """Where one cluster's committed offsets came from in its last sample (for /metrics)."""
+
+    cluster: str
+    path: str
+    """"topic" (followed in __consumer_offsets) or "admin" (OffsetFetch per group)."""
+    topic_groups: int = 0
+    admin_groups: int = 0
+    """Groups asked through the Admin API in the last sample (all of them in "admin" mode)."""
+    behind_partitions: int = 0
+    records: int = 0
+    skipped: tuple[tuple[str, int], ...] = ()
+
+
 HISTORY = 4
 """Commits remembered per group and partition, newest last (the latest offset included)."""
 KEYS_REMEMBERED = 500_000

@@ -27,9 +27,10 @@ from helpers import (
     wait_until_kafka_serves,
 )
 
-from lag_exporter.commit_follower import CommitFollower, FollowedSource
+from lag_exporter.commit_follower import CommitFollower, FollowedSource, follower_state
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
+from lag_exporter.mm2_follower import MirroredSource
 from lag_exporter.model import GroupOffsets, TopicPartition
 from lag_exporter.offsets_topic import GROUP_PROTOCOL_RECORD
 from stack import stackctl
@@ -206,6 +207,10 @@ def test_first_read_asks_the_admin_api_and_says_so(stack: Stack, unique_name: st
         assert caught_up(source, [group])[group] == {TopicPartition(topic, 0): 0}
         assert source.path == "topic"
         assert "__consumer_offsets on 127.0.0.1" in source.describe()
+        state = follower_state(MirroredSource(source, []))  # found inside a mirror's wrapper
+        assert (state.cluster, state.path, state.topic_groups, state.admin_groups) == (
+            "source", "topic", 1, 0)
+        assert state.records > 0
     finally:
         source.close()
 
@@ -228,6 +233,7 @@ def test_auto_falls_back_to_the_admin_api_when_the_topic_cannot_be_read(
                 assert offsets(auto.committed_offsets([group])[group]) == {
                     TopicPartition(topic, 0): 0}
         assert auto.path == "admin" and auto.admin_groups == 1
+        assert follower_state(auto).path == "admin"
         assert "through the Admin API" in auto.describe()
         said = [r.getMessage() for r in caplog.records if "Admin API" in r.getMessage()]
         assert len(said) == 1 and missing in said[0], said

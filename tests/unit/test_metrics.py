@@ -4,11 +4,13 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lag_exporter import metrics as metrics_module
 from lag_exporter.app import make_service
 from lag_exporter.config import ClusterConfig, ExporterConfig, KafkaSettings
 from lag_exporter.documents import Document
-from lag_exporter.metrics import Health, LagMetrics
+from lag_exporter.metrics import DeliveryState, Health, LagMetrics
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.offsets_topic import FollowerState
 from lag_exporter.selection import GroupSelection, TopicSelection
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -275,6 +277,72 @@ def test_scrapes_during_observes_always_see_whole_samples() -> None:
         scraper.join()
     assert failures == []
     assert series(m)[("lag_exporter_samples_total", frozenset())] == 2000
+
+
+def test_two_scrapes_of_one_sample_render_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Sample | None] = []
+    lag_families = metrics_module._lag_families
+
+    def counted(observed: Sample | None) -> list[object]:
+        built.append(observed)
+        return lag_families(observed)  # type: ignore[return-value]
+
+    monkeypatch.setattr(metrics_module, "_lag_families", counted)
+    m = LagMetrics()
+    queued = [3]
+    m.read_delivery_from(lambda: DeliveryState(queued[0], 0, 0))
+    m.observe(sample(group("g", part("t", 0, 1, 5))))
+    first = m.render()
+    queued[0] = 0  # delivered between the two scrapes
+    second = m.render()
+    assert len(built) == 1 and m.renders == 1
+    assert b"lag_exporter_outbox_queued 3.0" in first
+    assert b"lag_exporter_outbox_queued 0.0" in second  # the live part is read again
+    assert first.replace(b"queued 3.0", b"queued 0.0") == second
+    m.observe(sample(group("g", part("t", 0, 4, 5))))
+    assert named(series(m), "kafka_consumergroup_group_lag") == {lp("g", "t", 0): 1}
+    m.render()
+    assert len(built) == 2 and m.renders == 2
+
+
+def test_scrapes_waiting_for_one_render_reuse_it() -> None:
+    m = LagMetrics()
+    m.observe(sample(*(group(f"g{n}", *(part("t", p, 0, p) for p in range(200)))
+                       for n in range(20))))
+    bodies: list[bytes] = []
+    scrapers = [threading.Thread(target=lambda: bodies.append(m.render())) for _ in range(8)]
+    for scraper in scrapers:
+        scraper.start()
+    for scraper in scrapers:
+        scraper.join()
+    assert m.renders == 1 and len(set(bodies)) == 1
+
+
+def test_where_committed_offsets_come_from() -> None:
+    m = LagMetrics()
+    followers = [FollowerState("a", "topic", topic_groups=498, admin_groups=2,
+                               behind_partitions=1, records=12345,
+                               skipped=(("group metadata", 7), ("unknown key version", 1))),
+                 FollowerState("b", "admin", admin_groups=40)]
+    m.read_offsets_sources_from(lambda: followers)
+    m.observe(sample())
+    s = series(m)
+    assert named(s, "lag_exporter_offsets_source") == {
+        labels(cluster_name="a", source="topic"): 1, labels(cluster_name="b", source="admin"): 1}
+    assert named(s, "lag_exporter_offsets_source_groups") == {
+        labels(cluster_name="a", source="topic"): 498, labels(cluster_name="a", source="admin"): 2,
+        labels(cluster_name="b", source="topic"): 0, labels(cluster_name="b", source="admin"): 40}
+    assert named(s, "lag_exporter_offsets_follower_behind_partitions") == {
+        labels(cluster_name="a"): 1}
+    assert named(s, "lag_exporter_offsets_follower_records_total") == {
+        labels(cluster_name="a"): 12345}
+    assert named(s, "lag_exporter_offsets_follower_skipped_total") == {
+        labels(cluster_name="a", reason="group metadata"): 7,
+        labels(cluster_name="a", reason="unknown key version"): 1}
+    followers[0] = FollowerState("a", "admin", admin_groups=500)  # between two samples
+    assert named(series(m), "lag_exporter_offsets_source") == {
+        labels(cluster_name="a", source="admin"): 1, labels(cluster_name="b", source="admin"): 1}
+    assert m.renders == 1
 
 
 class FakeClock:
