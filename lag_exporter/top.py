@@ -241,16 +241,25 @@ def format_seconds(value: float | None) -> str:
 def minute_values(points: Points, end: float, width: int = SPARK_WIDTH,
                   window_s: float = SPARK_WINDOW_S) -> list[int | None]:
     """The `window_s` before `end` in `width` slots, each the worst total lag seen in it; None
-    for a slot without a known lag (a gap, or before the history began)."""
+    for a gap (no point, or only unknown lags).
+
+    An empty slot between two with points takes the value before it: a watch's history has one
+    point per 5 s, so a slot can miss its point by a few milliseconds without any gap."""
     step = window_s / width
     values: list[int | None] = [None] * width
+    seen = [False] * width
     for moment, lag in points:
         age = end - moment
-        if lag is None or age < 0 or age >= window_s:
+        if age < 0 or age >= window_s:
             continue
         slot = width - 1 - int(age // step)
+        seen[slot] = True
         current = values[slot]
-        values[slot] = lag if current is None else max(current, lag)
+        if lag is not None:
+            values[slot] = lag if current is None else max(current, lag)
+    for slot in range(1, width - 1):
+        if not seen[slot] and seen[slot - 1] and seen[slot + 1]:
+            values[slot] = values[slot - 1]
     return values
 
 
@@ -299,7 +308,9 @@ def _rows_table(state: TopState, shown: list[TopicRow], clusters: bool) -> Table
     end = state.taken_at or 0.0
     for row in shown:
         selected = row.key == state.selected
-        spark = sparkline(minute_values(state.history.get(row.key, []), end), SPARK_WIDTH)
+        # The row itself is the latest sample: the history may end a little before it.
+        points = [*state.history.get(row.key, []), (end, row.lag_total)]
+        spark = sparkline(minute_values(points, end), SPARK_WIDTH)
         status = Text(row.status or NO_VALUE, style=STATUS_STYLE.get(row.status or "", ""))
         cells: list[str | Text] = [">" if selected else ""]
         if clusters:

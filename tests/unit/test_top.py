@@ -127,6 +127,7 @@ def test_the_screen_at_80_columns() -> None:
     assert body["broken"][1:3] == ["error:", "coordin…"]
     assert body["payments"][1:6] == ["orders", "50", "30", "13s", "WARN"]
     assert lines[3].endswith("WARN    ▂" + " " * 9 + "█")  # 50 s ago (1/5 of now), and now
+    assert lines[4].endswith("OK" + " " * 16 + "█")  # billing: only the row itself
     assert body["a-consumer-gro…"][1:4] == ["a.topic.with.a…", "1,234,567", "1.2M"]
     assert body["billing"][1:6] == ["invoices", "3", "3", "1s", "OK"]
     assert body["new-consumer"][1:7] == ["no", "commit", "yet", "-", "-", "-"]
@@ -181,6 +182,18 @@ def test_minute_values_are_the_worst_lag_of_each_5_seconds() -> None:
         (end - 61, 999), (end - 59, 7), (end - 56, 9), (end - 30, None), (end - 4, 1),
         (end - 0.5, 3), (end + 1, 999)]
     assert minute_values(points, end) == [9] + [None] * 10 + [3]
+
+
+def test_minute_values_of_a_history_thinned_to_one_point_per_5_seconds_have_no_gaps() -> None:
+    end = 1000.0
+    # Every 5 s, give or take 10 ms: some slots get two points, their neighbours none.
+    points: list[tuple[float, int | None]] = [
+        (end - (5 * n + (0.01 if n % 2 else -0.01) if n else 0), n) for n in range(12)]
+    values = minute_values(points, end)
+    assert values == [11, 11, 10, 10, 8, 8, 6, 6, 4, 4, 2, 0]
+    # A real gap (a watch that was down for 20 s) stays one.
+    gap = [(moment, lag) for moment, lag in points if not 20 < end - moment < 40]
+    assert minute_values(gap, end)[5:8] == [None] * 3
 
 
 @pytest.mark.parametrize(("value", "text"), [(None, "-"), (0, "0"), (1234, "1,234"),
