@@ -395,3 +395,37 @@ def follower_state(source: OffsetSource, groups: int = 0) -> FollowerState:
     if isinstance(found, FollowedSource):
         return found.state()
     return FollowerState(source.cluster, "admin", admin_groups=groups)
+
+
+PROBE_S = 2.0
+"""check-config: how long the probe waits for the first records (a Read ACL shows only then)."""
+
+
+def describe_offsets_source(cluster: str, client_settings: Mapping[str, str], timeout_s: float,
+                            mode: str, topic: str = OFFSETS_TOPIC) -> tuple[str, bool]:
+    """check-config's line on how `watch` would read committed offsets, and whether that
+    works ("topic" mode with an unreadable topic does not)."""
+    admin = "committed offsets: Admin API, one OffsetFetch per group"
+    if mode == "admin":
+        return f"  {admin} (offsets_source = admin)", True
+    follower = CommitFollower(cluster, client_settings, timeout_s, topic=topic)
+    try:
+        why = follower.open()
+        deadline = time.monotonic() + min(PROBE_S, timeout_s)
+        while why is None and time.monotonic() < deadline:
+            if follower.failure is not None:
+                why = follower.failure
+            elif follower.counts()[0] > 0:
+                break
+            time.sleep(0.05)
+        records = follower.counts()[0]
+    finally:
+        follower.close()
+    if why is None:
+        return (f"  committed offsets: followed in {topic} (offsets_source = {mode}; "
+                f"{follower.partitions} partitions, readable: {records} records read in the "
+                f"probe)"), True
+    if mode == "topic":
+        return (f"  committed offsets: UNREADABLE: {why}; offsets_source = topic needs "
+                f"Describe and Read on {topic}"), False
+    return f"  {admin} (offsets_source = auto: {why})", True

@@ -27,7 +27,12 @@ from helpers import (
     wait_until_kafka_serves,
 )
 
-from lag_exporter.commit_follower import CommitFollower, FollowedSource, follower_state
+from lag_exporter.commit_follower import (
+    CommitFollower,
+    FollowedSource,
+    describe_offsets_source,
+    follower_state,
+)
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.mm2_follower import MirroredSource
@@ -240,6 +245,15 @@ def test_auto_falls_back_to_the_admin_api_when_the_topic_cannot_be_read(
         failed = forced.committed_offsets([group])[group]
         assert isinstance(failed, SourceError)
         assert missing in str(failed) and "Describe and Read" in str(failed)
+        line, ok = describe_offsets_source("source", settings, 5.0, "auto", topic=missing)
+        assert ok and line.startswith("  committed offsets: Admin API") and missing in line
+        line, ok = describe_offsets_source("source", settings, 5.0, "topic", topic=missing)
+        assert not ok and "UNREADABLE" in line and "Describe and Read" in line
+        line, ok = describe_offsets_source("source", settings, 5.0, "auto")
+        assert ok and line.startswith("  committed offsets: followed in __consumer_offsets")
+        assert describe_offsets_source("source", settings, 5.0, "admin") == (
+            "  committed offsets: Admin API, one OffsetFetch per group (offsets_source = admin)",
+            True)
     finally:
         auto.close()
         forced.close()
