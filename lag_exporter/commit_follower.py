@@ -74,7 +74,7 @@ def consumer_settings(client_settings: Mapping[str, str], timeout_s: float) -> d
         "enable.auto.commit": False, "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
         "enable.partition.eof": False, "allow.auto.create.topics": False,
-        "fetch.wait.max.ms": 100,  # a commit is read within about a tenth of a second
+        "fetch.wait.max.ms": 500,  # idle polls; a commit is answered at once (fetch.min.bytes 1)
         "queued.max.messages.kbytes": 1024,  # per partition; the thread decodes as it fetches
         "logger": _DebugOnlyLogger(),
     })
