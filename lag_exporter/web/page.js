@@ -4,6 +4,7 @@
 
 const POLL_MS = 1000;  // the server answers 304 until a new sample is taken
 const CHART_ROWS = 8;  // lines on the chart: the worst rows
+const TABLE_ROWS = 200;  // a phone stays responsive at thousands of groups x topics
 // Chart spans and their tick steps, in seconds, up to the 10 minutes the server keeps.
 const SPANS = [[60, 15], [180, 30], [300, 60], [600, 120]];
 // Not the status colours (green, amber, red): a line's colour says which row, not how bad.
@@ -56,7 +57,7 @@ function partitions(row) {
   return el("table", {}, el("thead", {}, head), body);
 }
 
-function drawTable(rows) {
+function drawTable(rows, total) {
   const body = document.querySelector("#lag tbody");
   const lines = [];
   for (const row of rows) {
@@ -74,7 +75,7 @@ function drawTable(rows) {
       el("td", {}, row.error ? el("span", {class: "error"}, row.error) : badge(row.status)));
     tr.addEventListener("click", () => {
       if (open.has(k)) open.delete(k); else open.add(k);
-      drawTable(last.rows);
+      drawTable(last.rows, last.rows_total);
     });
     lines.push(tr);
     if (open.has(k) && row.partitions.length) {
@@ -83,6 +84,9 @@ function drawTable(rows) {
   }
   body.replaceChildren(...lines);
   $("empty").hidden = rows.length > 0;
+  $("more").hidden = total <= rows.length;
+  $("more").textContent = `… and ${total - rows.length} more rows, less behind ` +
+    "(all of them in /api/lag).";
 }
 
 // 1, 2 or 5 times a power of ten: round numbers on the axis.
@@ -105,7 +109,9 @@ function drawChart(payload) {
   const left = 52, right = 8, top = 8, bottom = 20;
   const now = payload.taken_at;
   // The shortest span that holds the history: a minute-old exporter gets a minute-wide chart.
-  const oldest = Math.min(now, ...payload.rows.flatMap((row) => row.history.map(([t]) => t)));
+  // (a loop, not Math.min(...all): thousands of rows would overflow the call stack)
+  let oldest = now;
+  for (const row of payload.rows) if (row.history.length) oldest = Math.min(oldest, row.history[0][0]);
   const [span, tick] = SPANS.find(([s]) => now - oldest <= s) || SPANS[SPANS.length - 1];
   const since = now - span;
   // Each charted row: its history, then its current lag (the history is thinned).
@@ -120,7 +126,8 @@ function drawChart(payload) {
     nodes.push(svg("line", {class: "grid", x1: left, x2: width - right, y1: y(lag), y2: y(lag)}),
       svg("text", {x: left - 4, y: y(lag) + 4, "text-anchor": "end"}, number(lag)));
   }
-  for (let ago = 0; ago <= span; ago += tick) {
+  const every = width < 500 ? tick * 2 : tick;  // fewer labels on a phone
+  for (let ago = 0; ago <= span; ago += every) {
     const label = ago === 0 ? "now" : ago < 60 ? `-${ago} s` : `-${ago / 60} min`;
     nodes.push(svg("text", {x: x(now - ago), y: height - 4,
       "text-anchor": ago === 0 ? "end" : ago === span ? "start" : "middle"}, label));
@@ -157,18 +164,18 @@ function showState(text, stale) {
 
 async function poll() {
   try {
-    const response = await fetch("api/lag", {cache: "no-cache"});
+    const response = await fetch("api/lag?rows=" + TABLE_ROWS, {cache: "no-cache"});
     if (!response.ok) throw new Error("HTTP " + response.status);
     const payload = await response.json();
     if (payload.taken_at != null && (!last || payload.taken_at !== last.taken_at)) {
       last = payload;
-      drawTable(payload.rows);
+      drawTable(payload.rows, payload.rows_total);
       drawChart(payload);
     }
     if (last) {
       const age = Date.now() / 1000 - last.taken_at;
       showState("sample of " + new Date(last.taken_at * 1000).toLocaleTimeString() + ", " +
-                last.rows.length + " row(s)", age > 30);
+                last.rows_total + " row(s)", age > 30);
     }
   } catch (error) {
     showState("cannot reach the exporter (" + error.message + "), retrying", true);

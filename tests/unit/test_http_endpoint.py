@@ -6,16 +6,18 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from typing import Any
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from lag_exporter import http_endpoint
 from lag_exporter.errors import ConfigError
 from lag_exporter.http_endpoint import CONTENT_SECURITY_POLICY, PAGE_ASSETS, HttpEndpoint, LagView
 from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import GroupLag, PartitionLag, Sample
-from lag_exporter.view import rows_from_payload, sample_rows
+from lag_exporter.view import LagHistory, rows_from_payload, sample_rows, view_payload
 
 SAMPLE = Sample(
     taken_at=datetime(2026, 1, 2, tzinfo=UTC),
@@ -149,6 +151,20 @@ def test_api_lag_is_the_view_payload_of_the_latest_sample(page: HttpEndpoint) ->
         ("a", 495, [5, 495]), ("b", 0, [100, 0])]
 
 
+def test_api_lag_rows_are_the_worst_that_many_with_the_total(page: HttpEndpoint) -> None:
+    assert page.view is not None
+    page.view.observe(sample_at(0, group("c", "a", 5, 10), group("c", "b", 0, 100),
+                                group("c", "c", 0, 1)))
+    whole = json.loads(get(page, "/api/lag")[2])
+    worst = json.loads(get(page, "/api/lag?rows=2")[2])
+    assert worst == {**whole, "rows": whole["rows"][:2], "rows_total": 3}
+    assert [row["group"] for row in worst["rows"]] == ["b", "a"]
+    assert fetch(page, "/api/lag")[1]["ETag"] != fetch(page, "/api/lag?rows=2")[1]["ETag"]
+    for bad in ("0", "-1", "x", "1e3"):
+        status, _, body = get(page, f"/api/lag?rows={bad}")
+        assert (status, body) == (400, b"rows: a number of rows, e.g. /api/lag?rows=200\n")
+
+
 def test_api_lag_body_is_built_once_per_sample() -> None:
     view = LagView()
     view.observe(sample_at(0, group("c", "a", 5, 10)))
@@ -158,6 +174,27 @@ def test_api_lag_body_is_built_once_per_sample() -> None:
     second = view.body()
     assert second is not first and json.loads(second)["rows"][0]["lag_total"] == 6
     assert view.body() is second
+
+
+def test_a_slow_body_is_kept_a_while_so_building_takes_a_tenth_of_the_time() -> None:
+    now = [0.0]
+    view = LagView(clock=lambda: now[0])
+    view.observe(sample_at(0, group("c", "a", 5, 10)))
+
+    def slow_payload(sample: Sample | None, history: LagHistory | None) -> dict[str, Any]:
+        now[0] += 2.0  # this payload takes 2 s to build
+        return view_payload(sample, history)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http_endpoint, "view_payload", slow_payload)
+        first_etag, first = view.latest()
+        assert now[0] == 2.0
+        view.observe(sample_at(1, group("c", "a", 5, 11)))
+        now[0] = 21.9  # less than 2 s / 10 % after the build: the same body, no build
+        assert view.latest() == (first_etag, first)
+        now[0] = 22.0
+        etag, body = view.latest()
+    assert etag != first_etag and json.loads(body)["rows"][0]["lag_total"] == 6
 
 
 def test_history_gets_one_point_per_step() -> None:
