@@ -211,7 +211,7 @@ def test_top_shows_the_groups_worst_first_their_partitions_and_q_quits(
                                "b's partitions")
     assert partitions_on(screen, title_b) == partitions_b == {0: (1, 23, 22), 1: (1, 3, 2),
                                                               2: (1, 3, 2)}
-    save_screenshot(terminal)
+    save_screenshot(terminal.screen(ansi=True))
 
     # j goes down to a: the detail follows the selection.
     terminal.press("j")
@@ -241,30 +241,32 @@ def test_top_from_a_running_watch_says_when_it_is_down_and_ctrl_c_quits(
         assert described(stack, g.a)[0] == 11
         assert screen.splitlines()[0].startswith(
             f"lag-exporter top  from http://127.0.0.1:{port}")
-        watch.stop()
+        assert watch.stop()[0] == 0, watch.stderr
         screen = terminal.wait_for(lambda s: "! cannot reach" in s, "the watch being down")
         assert f"! cannot reach http://127.0.0.1:{port}/api/lag: Connection refused" in screen
         assert [r.lag for r in rows_on(screen, {g.a})] == [11]  # the last rows stay
     finally:
-        watch.kill()
+        if watch.process.poll() is None:
+            watch.kill()
     terminal.press("C-c")
     quits_cleanly(terminal)
 
 
-def save_screenshot(terminal: Tmux) -> None:
-    """The screen as a person sees it: plain text, with colours (ANSI), as SVG via rich, and
-    as PNG via headless Chromium when it is installed."""
+def save_screenshot(ansi: str, directory: Path = ARTIFACTS, width: int = WIDTH) -> None:
+    """A screen as a person sees it (`tmux capture-pane -e -p`): plain text, with colours
+    (ANSI), as SVG via rich, and as PNG via headless Chromium when it is installed.
+    docs/top.png is made with this, from a pane running scripts/demo."""
     from rich.console import Console
     from rich.text import Text
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "top.txt").write_text(terminal.screen())
-    ansi = terminal.screen(ansi=True)
-    (ARTIFACTS / "top.ans").write_text(ansi)
-    console = Console(record=True, width=WIDTH, file=open(os.devnull, "w"),  # noqa: SIM115
+    directory.mkdir(parents=True, exist_ok=True)
+    text = Text.from_ansi(ansi.rstrip("\n"))
+    (directory / "top.txt").write_text(text.plain + "\n")
+    (directory / "top.ans").write_text(ansi)
+    console = Console(record=True, width=width, file=open(os.devnull, "w"),  # noqa: SIM115
                       force_terminal=True, color_system="truecolor")
-    console.print(Text.from_ansi(ansi.rstrip("\n")), end="")
-    svg = ARTIFACTS / "top.svg"
+    console.print(text, end="")
+    svg = directory / "top.svg"
     console.save_svg(str(svg), title="lag-exporter top")
     console.file.close()
     # The SVG names a web font on a CDN: local fonts only (no request from a test, or a page).
@@ -275,6 +277,6 @@ def save_screenshot(terminal: Tmux) -> None:
         assert view_box, "rich's SVG has no viewBox"
         size = f"{math.ceil(float(view_box[1]))},{math.ceil(float(view_box[2]))}"
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--hide-scrollbars", f"--screenshot={ARTIFACTS / 'top.png'}",
+                        "--hide-scrollbars", f"--screenshot={directory / 'top.png'}",
                         f"--window-size={size}", svg.as_uri()],
                        capture_output=True, timeout=60, check=True)
