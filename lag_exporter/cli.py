@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
+from click.core import ParameterSource
 
 from lag_exporter import __version__, app
 from lag_exporter.config import (
@@ -481,9 +482,12 @@ def top(from_url: str | None, **params: Any) -> None:
 
     source: RowSource
     if from_url is not None:
+        # Typed flags only: LAG_EXPORTER_* variables set for a watch do not stop a look at it.
+        context = click.get_current_context()
         given = sorted(_flag(name) for name, value in params.items()
-                       if value not in (None, (), False) and name not in ("interval_s",
-                                                                            "timeout_s"))
+                       if value not in (None, (), False)
+                       and name not in ("interval_s", "timeout_s")
+                       and context.get_parameter_source(name) is ParameterSource.COMMANDLINE)
         if given:
             raise ConfigError(f"--from reads a running watch and connects to no Kafka: "
                               f"{', '.join(given)} cannot be combined with it")

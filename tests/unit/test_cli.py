@@ -140,3 +140,12 @@ def test_watch_and_top_share_their_sampling_options() -> None:
     only_watch = {"summary_s", "spool_dir", "spool_max_mb", "memory_max_mb", "http_port",
                   "http_host"}
     assert top_options == (watch_options - only_watch) | {"from_url"}
+
+
+def test_top_from_a_watch_ignores_the_watchs_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LAG_EXPORTER_* variables set for a watch on this host are not flags given to top."""
+    monkeypatch.setenv("LAG_EXPORTER_BOOTSTRAP_SERVER", "127.0.0.1:1")
+    monkeypatch.setenv("LAG_EXPORTER_GROUP", "g")
+    done = run("top", "--from", "http://127.0.0.1:1")
+    # Past the check of flags, to the next one (CliRunner's stdout is no terminal).
+    assert done.stderr.startswith("lag-exporter: error: top draws in a terminal"), done.stderr
