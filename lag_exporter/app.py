@@ -21,7 +21,7 @@ from lag_exporter.config import (
     ElasticsearchSettings,
     ExporterConfig,
 )
-from lag_exporter.documents import Document, sample_documents
+from lag_exporter.documents import Document
 from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.fleet import ClusterWatch, Fleet
@@ -224,7 +224,7 @@ def write_once(elasticsearch: ElasticsearchSettings, sample: Sample) -> Delivery
     sink = ElasticsearchSink(elasticsearch)
     try:
         sink.ensure_index()
-        report = sink.write(sample_documents(sample))
+        report = sink.write(index_documents(elasticsearch)(SampleDocuments(sample)))
     finally:
         sink.close()
     for line in report.rejected:

@@ -174,3 +174,17 @@ def test_health_and_metrics_see_the_worst_sink() -> None:
     assert state.oldest_age_s >= 0
     for outbox in outboxes:
         outbox.close()
+
+
+def test_an_index_gets_the_documents_of_its_configured_shape() -> None:
+    from lag_exporter.app import index_documents
+    from lag_exporter.documents import sample_documents
+    from lag_exporter.partition_documents import partition_documents
+
+    sample = sample_at(0)
+    wide = ElasticsearchSettings(urls=(NOWHERE,))
+    narrow = ElasticsearchSettings(urls=(NOWHERE,), document_shape="partition")
+    shared = SampleDocuments(sample)
+    assert index_documents(wide)(shared) == sample_documents(sample)
+    assert index_documents(narrow)(shared) == partition_documents(sample)
+    assert len(index_documents(narrow)(shared)) == 2  # one per partition
