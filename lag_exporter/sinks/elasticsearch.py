@@ -51,10 +51,11 @@ def tls_refused(product: str, urls: tuple[str, ...], message: str) -> SinkError:
     """A certificate that is not trusted does not become trusted by waiting: a SinkError
     (stop), not SinkUnavailable (retry), naming the reason TLS gave."""
     reason = TLS_REASON.search(message)
+    where = "--es-ca-file / ca_file" if product == "Elasticsearch" else "ca_file in [opensearch]"
     return SinkError(
         f"{product} at {', '.join(urls)}: TLS refused the server's certificate "
-        f"({reason.group(1) if reason else message}); check --es-ca-file / ca_file: the CA "
-        "there must have signed it")
+        f"({reason.group(1) if reason else message}); check {where}: the CA there must have "
+        "signed it")
 
 
 class ElasticsearchServer:

@@ -27,6 +27,7 @@ from search_servers import exists, request, search
 from lag_exporter.config import ElasticsearchSettings
 from lag_exporter.errors import SinkError, SinkUnavailable
 from lag_exporter.sinks.elasticsearch import ElasticsearchSink
+from lag_exporter.sinks.opensearch import OpenSearchSink
 from stack.stackctl import Stack
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,30 @@ def test_the_elasticsearch_sink_pointed_at_opensearch_says_to_use_opensearch(
     assert str(refused.value) == (
         f"{stack.opensearch_url} is not Elasticsearch 8 or 9 (406 to the Elasticsearch client); "
         "for OpenSearch write an [opensearch] table instead of [elasticsearch]")
+
+
+def test_refused_credentials_and_an_untrusted_certificate_are_one_line_each(
+    stack: Stack, unique_name: str
+) -> None:
+    """The OpenSearch sink's own error paths (opensearch-py's exceptions), against the stack's
+    only node with HTTPS and basic auth: elasticsearch-auth (the OpenSearch integ-test-zip has
+    no security plugin). A 401 and a TLS refusal read the same from either server."""
+    def sink(password: str, ca_file: str | None) -> OpenSearchSink:
+        return OpenSearchSink(ElasticsearchSettings(
+            (stack.es_auth_url,), index=f"auth-{unique_name}", username=stack.es_auth_username,
+            password=password, ca_file=ca_file, timeout_s=5))
+
+    for password, ca_file, expected in (
+            ("not-the-password", stack.es_auth_ca_file,
+             "OpenSearch refused the credentials (401)"),
+            (stack.es_auth_password, None,
+             f"OpenSearch at {stack.es_auth_url}: TLS refused the server's certificate "
+             "(self-signed certificate in certificate chain); check ca_file in [opensearch]")):
+        refusing = sink(password, ca_file)
+        try:
+            with pytest.raises(SinkError) as refused:
+                refusing.ensure_index()
+        finally:
+            refusing.close()
+        assert not isinstance(refused.value, SinkUnavailable)  # waiting will not help: stop
+        assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)

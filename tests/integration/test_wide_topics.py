@@ -82,7 +82,7 @@ groups = ["{group}"]
     return path
 
 
-@pytest.mark.parametrize("label", ["elasticsearch-8.19", "opensearch"])
+@pytest.mark.parametrize("label", SERVER_LABELS)
 def test_wide_shape_says_once_in_one_line_what_to_do(
         stack: Stack, wide_group: WideGroup, tmp_path: Path, label: str) -> None:
     server = search_server(stack, label)
