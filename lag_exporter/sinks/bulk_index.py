@@ -267,7 +267,8 @@ class BulkIndexSink:
             self.ensure_index()
         items = self.server.bulk(bulk_operations(self.settings.index, documents))
         report = read_bulk_answer(self.server.product, items)
-        if report.rejected and not self._field_limit_reported:
+        if (report.rejected and not self._field_limit_reported
+                and self.settings.document_shape == "wide"):  # the advice is the other shape
             advice = field_limit_advice(self.server.product, self.settings.index,
                                         report.rejected, documents)
             if advice:

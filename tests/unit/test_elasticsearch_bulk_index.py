@@ -133,6 +133,12 @@ def test_field_limit_is_logged_once_however_often_it_comes_back(
             assert len(sink.write([wide_document(1200)]).rejected) == 1
     lines = [r.getMessage() for r in caplog.records if "total_fields" in r.getMessage()]
     assert len(lines) == 1
+    caplog.clear()
+    partition_sink = BulkIndexSink(settings("partition"), FakeServer(existing={},
+                                                                     answer=[rejected]))
+    with caplog.at_level(logging.ERROR):
+        partition_sink.write([wide_document(1200)])
+    assert caplog.records == []  # no advice to switch to the shape it already has
 
 
 def test_partition_shape_installs_the_template_then_a_data_stream() -> None:
