@@ -133,7 +133,7 @@ def metric_data(documents: Iterable[Document], extra_dimensions: Sequence[tuple[
 def encoded_size(datum: Datum, index: int = MAX_DATA_PER_CALL) -> int:
     """Bytes of a datum in the most verbose protocol boto3 may use (the query protocol's form
     fields, `MetricData.member.N.Dimensions.member.M.Name=...&`, percent-encoded): an upper
-    bound for JSON and CBOR, which the current botocore sends."""
+    bound for the JSON botocore 1.44 sends and for CBOR."""
     prefix = f"MetricData.member.{index}."
     fields = [("MetricName", datum["MetricName"]), ("Timestamp", "2026-01-01T00:00:00.000000Z"),
               ("Value", repr(datum["Value"])), ("Unit", datum.get("Unit", ""))]

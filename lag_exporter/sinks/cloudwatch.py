@@ -73,18 +73,18 @@ class CloudWatchSink:
                 self._done[key] = self._put(batch)
             refused = self._done[key]
             rejected += refused
-            stored += len(batch) - len(refused)
+            stored += 0 if refused else len(batch)
         self._done.clear()  # the whole sample is in: the next one starts afresh
         return DeliveryReport(stored=stored, rejected=tuple(rejected))
 
     def _put(self, batch: list[dict[str, Any]]) -> list[str]:
-        """One PutMetricData; the lines of the data refused for good (none: all taken)."""
+        """One PutMetricData; a line if CloudWatch refused it for good (none: all taken)."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             self._client.put_metric_data(Namespace=self.settings.namespace, MetricData=batch)
-        except ClientError as error:
-            return [self._classify(error)] * len(batch)
+        except ClientError as error:  # one line per refused request, not per datum
+            return [f"{self._classify(error)} ({len(batch)} metric data left out)"]
         except NoCredentialsError as error:
             raise SinkError("CloudWatch: no AWS credentials found in the standard chain"
                             ) from error

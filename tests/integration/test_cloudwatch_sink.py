@@ -1,10 +1,11 @@
 """The CloudWatch sink against moto's standalone server, with a small proxy in front of it that
-answers chosen requests with throttling or a 503 (as CloudWatch does under load): a sample of
+answers chosen requests with throttling, a 503 or a refusal (as CloudWatch does): a sample of
 2,500 partitions is split into PutMetricData-sized requests, a throttled or failed request is
 retried with backoff through the outbox, and a request already taken is never sent again."""
 
 from __future__ import annotations
 
+import json
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -30,9 +31,20 @@ from lag_exporter.sinks.cloudwatch import CloudWatchSink
 
 pytestmark = pytest.mark.integration
 
-THROTTLED_BODY = (b"\xa2" + b"\x66__type" + b"\x6aThrottling"
-                  + b"\x67message" + b"\x6dRate exceeded")
-"""{"__type": "Throttling", "message": "Rate exceeded"} in CBOR, CloudWatch's protocol."""
+ERROR_CODES = {"throttle": "Throttling", "invalid": "InvalidParameterValue"}
+
+
+def error_answer(code: str, request_type: str) -> tuple[bytes, dict[str, str]]:
+    """CloudWatch's error answer in the protocol of the request: {"__type": code, "message":
+    "bad"} in JSON (what botocore 1.44 sends) or in CBOR (smithy-rpc-v2-cbor)."""
+    if "cbor" in request_type:
+        def text(value: str) -> bytes:  # a CBOR text string shorter than 24 bytes
+            return bytes([0x60 + len(value)]) + value.encode()
+
+        body = b"\xa2" + text("__type") + text(code) + text("message") + text("bad")
+        return body, {"smithy-protocol": "rpc-v2-cbor", "Content-Type": "application/cbor"}
+    return (json.dumps({"__type": code, "message": "bad"}).encode(),
+            {"Content-Type": "application/x-amz-json-1.0"})
 
 
 class FaultyProxy:
@@ -51,9 +63,9 @@ class FaultyProxy:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 proxy.requests += 1
                 fault = proxy.faults.get(proxy.requests)
-                if fault == "throttle":
-                    self._answer(400, THROTTLED_BODY, {"smithy-protocol": "rpc-v2-cbor",
-                                                       "Content-Type": "application/cbor"})
+                if fault in ERROR_CODES:
+                    self._answer(400, *error_answer(ERROR_CODES[fault],
+                                                    self.headers.get("Content-Type", "")))
                     return
                 if fault == "503":
                     self._answer(503, b"", {})
@@ -142,12 +154,30 @@ def test_throttling_is_retried_with_backoff_through_the_outbox(
     outbox = Outbox()
     outbox.put(sample_documents(wide_sample(group, 3)))
     proxy.faults = {1: "throttle", 2: "throttle"}
+    with pytest.raises(SinkUnavailable, match="400 Throttling: bad"):
+        sink.write(outbox.oldest(wait_s=1).documents)  # type: ignore[union-attr]
     delivery = Delivery(outbox, sink, max_backoff_s=0.5)
     delivery.start()
     assert delivery.finish(timeout_s=20)
-    assert delivery.failures == 2 and delivery.delivered == 1
+    assert delivery.failures == 1 and delivery.delivered == 1
     assert delivery.failure is None
     assert [list(partition_series(cloudwatch, namespace, group, p).values())
             for p in range(3)] == [[0.0], [1.0], [2.0]]
     outbox.close()
+    sink.close()
+
+
+def test_a_request_refused_for_good_is_counted_as_rejected_and_the_queue_goes_on(
+    aws: None, cloudwatch: CloudWatchServer, proxy: FaultyProxy, unique_name: str
+) -> None:
+    namespace, group = f"SinkTest/{unique_name}", f"g-{unique_name}"
+    sink = CloudWatchSink(CloudWatchSettings(namespace=namespace, region="us-east-1",
+                                             endpoint_url=proxy.url))
+    proxy.faults = {1: "invalid"}
+    refused = sink.write(sample_documents(wide_sample(group, 3)))
+    assert refused.rejected == ("CloudWatch PutMetricData: 400 InvalidParameterValue: bad "
+                                "(5 metric data left out)",)
+    assert refused.stored == 0
+    taken = sink.write(sample_documents(wide_sample(group, 3)))
+    assert (taken.stored, taken.rejected) == (5, ())
     sink.close()
