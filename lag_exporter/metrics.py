@@ -15,6 +15,7 @@ and rendered at every scrape: a few lines, and they must be current.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -106,6 +107,7 @@ class LagMetrics:
         self._rendered: tuple[int, bytes] | None = None
         """(generation, text) of the per-sample part, reused until the next sample."""
         self._pinned: _State | None = None
+        self._lag_text = _LagText()
         self.renders = 0
         """How often the per-sample part was rendered (once per sample scraped)."""
         self.registry.register(_SampleCollector(self._pinned_state))
@@ -165,7 +167,9 @@ class LagMetrics:
                 generation = self._generation
             if self._rendered is None or self._rendered[0] != generation:
                 self._pinned = self._state()  # may be newer than `generation`: then rendered
-                self._rendered = (self._pinned.generation, generate_latest(self.registry))
+                self._rendered = (self._pinned.generation,
+                                  self._lag_text.render(self._pinned.sample)
+                                  + generate_latest(self.registry))
                 self._pinned = None  # again at the next scrape, which is harmless
                 self.renders += 1
             sample_part = self._rendered[1]
@@ -206,7 +210,6 @@ class _SampleCollector:
 
     def collect(self) -> Iterable[Metric]:
         state = self._get_state()
-        yield from _lag_families(state.sample)
         yield from _exporter_families(state)
 
 
@@ -225,85 +228,152 @@ class _LiveCollector:
             yield from _follower_families(followers)
 
 
-def _lag_families(sample: Sample | None) -> list[Metric]:
-    lag = GaugeMetricFamily("kafka_consumergroup_group_lag",
-                            "Group offset lag of a partition.", labels=_PARTITION)
-    offset = GaugeMetricFamily("kafka_consumergroup_group_offset",
-                               "Last group consumed (committed) offset of a partition.",
-                               labels=_PARTITION)
-    max_lag = GaugeMetricFamily("kafka_consumergroup_group_max_lag",
-                                "Max group offset lag.", labels=_GROUP)
-    sum_lag = GaugeMetricFamily("kafka_consumergroup_group_sum_lag",
-                                "Sum of group offset lag.", labels=_GROUP)
-    topic_sum_lag = GaugeMetricFamily("kafka_consumergroup_group_topic_sum_lag",
-                                      "Sum of group offset lag across topic partitions.",
-                                      labels=(*_GROUP, "topic"))
-    latest = GaugeMetricFamily("kafka_partition_latest_offset",
-                               "Latest offset (high watermark) of a partition.",
-                               labels=("cluster_name", "topic", "partition"))
-    lag_seconds = GaugeMetricFamily(
-        "kafka_consumergroup_group_lag_seconds",
-        "How long ago the record at the committed offset was written (0 when caught up).",
-        labels=_PARTITION)
-    max_lag_seconds = GaugeMetricFamily(
-        "kafka_consumergroup_group_max_lag_seconds",
-        "Max group lag in seconds (only when every partition's is known).", labels=_GROUP)
-    status = GaugeMetricFamily(
-        "lag_exporter_group_topic_status",
-        "1 for the group x topic's status (OK, WARN or ERR) over the recent samples.",
-        labels=(*_GROUP, "topic", "status"))
-    unknown = GaugeMetricFamily(
-        "lag_exporter_partitions_unknown",
-        "Partitions with a commit whose end offset could not be read in the last sample: "
-        "while > 0 the topic's (and group's) sum and max lag are not exported.",
-        labels=(*_GROUP, "topic"))
-    watermarks: dict[tuple[str, str, int], int] = {}
-    for group_lag in sample.groups if sample else ():
-        if group_lag.error:
-            continue  # no lag series at all rather than zeros
-        cluster, group = group_lag.cluster, group_lag.group
-        by_topic: dict[str, list[PartitionLag]] = {}
-        for p in group_lag.partitions:
-            by_topic.setdefault(p.topic, []).append(p)
-            labels = (cluster, group, p.topic, str(p.partition))
+_LAG_FAMILIES = (
+    # (name, help); the order families are written in
+    ("kafka_consumergroup_group_lag", "Group offset lag of a partition."),
+    ("kafka_consumergroup_group_offset",
+     "Last group consumed (committed) offset of a partition."),
+    ("kafka_consumergroup_group_max_lag", "Max group offset lag."),
+    ("kafka_consumergroup_group_sum_lag", "Sum of group offset lag."),
+    ("kafka_consumergroup_group_topic_sum_lag",
+     "Sum of group offset lag across topic partitions."),
+    ("kafka_partition_latest_offset", "Latest offset (high watermark) of a partition."),
+    ("lag_exporter_partitions_unknown",
+     "Partitions with a commit whose end offset could not be read in the last sample: while > 0 "
+     "the topic's (and group's) sum and max lag are not exported."),
+    ("kafka_consumergroup_group_lag_seconds",
+     "How long ago the record at the committed offset was written (0 when caught up)."),
+    ("kafka_consumergroup_group_max_lag_seconds",
+     "Max group lag in seconds (only when every partition's is known)."),
+    ("lag_exporter_group_topic_status",
+     "1 for the group x topic's status (OK, WARN or ERR) over the recent samples."),
+)
+
+
+def _label(value: str) -> str:
+    """A label value escaped as the text format wants it."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or -math.inf < value < math.inf:
+        return repr(value)
+    return "NaN" if math.isnan(value) else "+Inf" if value > 0 else "-Inf"
+
+
+class _GroupText:
+    """One group's lines of each lag family (partition-level ones joined), reused while the
+    group's partitions are equal to those of the previous sample (idle groups, groups between
+    two commits): comparing two tuples of NamedTuples is far cheaper than formatting them."""
+
+    __slots__ = ("families", "partitions", "watermarks")
+
+    def __init__(self, group_lag: GroupLag) -> None:
+        self.partitions = group_lag.partitions
+        self.watermarks: dict[tuple[str, int], int] = {}
+        self.families = _group_lines(group_lag, self.watermarks)
+
+
+_LAG, _OFFSET, _MAX, _SUM, _TOPIC_SUM, _LATEST, _UNKNOWN, _SECONDS, _MAX_SECONDS, _STATUS = (
+    name for name, _ in _LAG_FAMILIES)
+
+
+def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) -> dict[str, str]:
+    """The group's lines per family (each line ending in a newline); fills `watermarks`."""
+    lines: dict[str, list[str]] = {}
+    cluster, group = group_lag.cluster, group_lag.group
+    group_labels = f'cluster_name="{_label(cluster)}",group="{_label(group)}"'
+    by_topic: dict[str, list[PartitionLag]] = {}
+    for p in group_lag.partitions:
+        by_topic.setdefault(p.topic, []).append(p)
+        if p.high_watermark is not None:
+            key = (p.topic, p.partition)
+            watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
+    lag: list[str] = []
+    offset: list[str] = []
+    seconds: list[str] = []
+    every_lag: list[int] = []
+    every_seconds: list[float] = []
+    complete = seconds_complete = True
+    for topic, partitions in by_topic.items():
+        topic_labels = f'{group_labels},topic="{_label(topic)}"'
+        head = "{" + topic_labels + ',partition="'
+        for p in partitions:
             if p.lag is not None:
-                lag.add_metric(labels, p.lag)
+                lag.append(f'{_LAG}{head}{p.partition}"}} {p.lag}\n')
             if p.committed_offset is not None:
-                offset.add_metric(labels, p.committed_offset)
-            if p.high_watermark is not None:
-                key = (cluster, p.topic, p.partition)
+                offset.append(f'{_OFFSET}{head}{p.partition}"}} {p.committed_offset}\n')
+            if p.seconds is not None:
+                seconds.append(f'{_SECONDS}{head}{p.partition}"}} {_number(p.seconds)}\n')
+                every_seconds.append(p.seconds)
+            elif p.lag is not None:
+                seconds_complete = False
+        missing = partitions_unknown(partitions)
+        lines.setdefault(_UNKNOWN, []).append(f"{_UNKNOWN}{{{topic_labels}}} {missing}\n")
+        known = [p.lag for p in partitions if p.lag is not None]
+        complete = complete and not missing
+        if known and not missing:  # a sum over part of a topic would understate it
+            lines.setdefault(_TOPIC_SUM, []).append(
+                f"{_TOPIC_SUM}{{{topic_labels}}} {sum(known)}\n")
+        every_lag += known
+        statuses = [p.status for p in partitions if p.status is not None]
+        if statuses:
+            lines.setdefault(_STATUS, []).append(
+                f'{_STATUS}{{{topic_labels},status="{_label(group_status(statuses))}"}} 1\n')
+    if every_lag and complete:
+        lines[_MAX] = [f"{_MAX}{{{group_labels}}} {max(every_lag)}\n"]
+        lines[_SUM] = [f"{_SUM}{{{group_labels}}} {sum(every_lag)}\n"]
+    if every_seconds and complete and seconds_complete:
+        lines[_MAX_SECONDS] = [
+            f"{_MAX_SECONDS}{{{group_labels}}} {_number(max(every_seconds))}\n"]
+    lines[_LAG], lines[_OFFSET], lines[_SECONDS] = lag, offset, seconds
+    return {name: "".join(group_lines) for name, group_lines in lines.items() if group_lines}
+
+
+class _LagText:
+    """Renders the lag families in the Prometheus text format directly: prometheus_client
+    builds an object per series and escapes every label of every line (~0.3-0.6 s of CPU per
+    render at 20,000 series). Here labels are escaped once per group and topic, and a group
+    whose partitions did not change since the last render is not formatted again."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], _GroupText] = {}
+
+    def render(self, sample: Sample | None) -> bytes:
+        previous, self._groups = self._groups, {}
+        chunks: dict[str, list[str]] = {name: [] for name, _ in _LAG_FAMILIES}
+        watermarks: dict[tuple[str, str, int], int] = {}
+        for group_lag in sample.groups if sample else ():
+            if group_lag.error:
+                continue  # no lag series at all rather than zeros
+            key = (group_lag.cluster, group_lag.group)
+            text = previous.get(key)
+            if text is None or text.partitions != group_lag.partitions:
+                text = _GroupText(group_lag)
+            self._groups[key] = text
+            for name, lines in text.families.items():
+                chunks[name].append(lines)
+            cluster = group_lag.cluster
+            for (topic, partition), watermark in text.watermarks.items():
                 # Groups read watermarks moments apart; the highest is the latest.
-                watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
-        every_lag: list[int] = []
-        every_seconds: list[float] = []
-        complete = seconds_complete = True
-        for topic, partitions in by_topic.items():
-            missing = partitions_unknown(partitions)
-            unknown.add_metric((cluster, group, topic), missing)
-            known = [p.lag for p in partitions if p.lag is not None]
-            complete = complete and not missing
-            if known and not missing:  # a sum over part of a topic would understate it
-                topic_sum_lag.add_metric((cluster, group, topic), sum(known))
-            every_lag += known
-            statuses = [p.status for p in partitions if p.status is not None]
-            if statuses:
-                status.add_metric((cluster, group, topic, group_status(statuses)), 1)
-            for p in partitions:
-                if p.seconds is not None:
-                    lag_seconds.add_metric((cluster, group, p.topic, str(p.partition)),
-                                           p.seconds)
-                    every_seconds.append(p.seconds)
-                elif p.lag is not None:
-                    seconds_complete = False
-        if every_lag and complete:
-            max_lag.add_metric((cluster, group), max(every_lag))
-            sum_lag.add_metric((cluster, group), sum(every_lag))
-        if every_seconds and complete and seconds_complete:
-            max_lag_seconds.add_metric((cluster, group), max(every_seconds))
-    for (cluster, topic, partition), watermark in sorted(watermarks.items()):
-        latest.add_metric((cluster, topic, str(partition)), watermark)
-    return [lag, offset, max_lag, sum_lag, topic_sum_lag, latest, unknown, lag_seconds,
-            max_lag_seconds, status]
+                at = (cluster, topic, partition)
+                if watermarks.get(at, -1) < watermark:
+                    watermarks[at] = watermark
+        latest = chunks[_LATEST]
+        heads: dict[tuple[str, str], str] = {}
+        for (cluster, topic, partition), watermark in sorted(watermarks.items()):
+            head = heads.get((cluster, topic))
+            if head is None:
+                head = heads[(cluster, topic)] = (f'{_LATEST}{{cluster_name="{_label(cluster)}"'
+                                                  f',topic="{_label(topic)}",partition="')
+            latest.append(f'{head}{partition}"}} {watermark}\n')
+        out: list[str] = []
+        for name, help_text in _LAG_FAMILIES:
+            out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+            out += chunks[name]
+        return "".join(out).encode()
 
 
 def _exporter_families(state: _State) -> list[Metric]:

@@ -1,7 +1,10 @@
+import math
 import threading
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from lag_exporter import metrics as metrics_module
@@ -281,13 +284,13 @@ def test_scrapes_during_observes_always_see_whole_samples() -> None:
 
 def test_two_scrapes_of_one_sample_render_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[Sample | None] = []
-    lag_families = metrics_module._lag_families
+    render = metrics_module._LagText.render
 
-    def counted(observed: Sample | None) -> list[object]:
+    def counted(self: metrics_module._LagText, observed: Sample | None) -> bytes:
         built.append(observed)
-        return lag_families(observed)  # type: ignore[return-value]
+        return render(self, observed)
 
-    monkeypatch.setattr(metrics_module, "_lag_families", counted)
+    monkeypatch.setattr(metrics_module._LagText, "render", counted)
     m = LagMetrics()
     queued = [3]
     m.read_delivery_from(lambda: DeliveryState(queued[0], 0, 0))
@@ -303,6 +306,51 @@ def test_two_scrapes_of_one_sample_render_it_once(monkeypatch: pytest.MonkeyPatc
     assert named(series(m), "kafka_consumergroup_group_lag") == {lp("g", "t", 0): 1}
     m.render()
     assert len(built) == 2 and m.renders == 2
+
+
+@given(st.text(max_size=12), st.text(max_size=12), st.text(max_size=12),
+       st.floats(allow_nan=True, allow_infinity=True))
+def test_any_names_and_seconds_parse_back(cluster: str, group_name: str, topic: str,
+                                          seconds: float) -> None:
+    m = LagMetrics()
+    m.observe(sample(GroupLag(cluster, group_name, (
+        PartitionLag(topic, 3, 1, 9, 8, seconds, "WARN"),))))
+    s = series(m)
+    labels_ = lp(group_name, topic, 3, cluster)
+    assert named(s, "kafka_consumergroup_group_lag") == {labels_: 8}
+    assert named(s, "kafka_consumergroup_group_offset") == {labels_: 1}
+    parsed = named(s, "kafka_consumergroup_group_lag_seconds")[labels_]
+    assert parsed == seconds or (math.isnan(parsed) and math.isnan(seconds))
+    assert named(s, "lag_exporter_group_topic_status") == {
+        labels(cluster_name=cluster, group=group_name, topic=topic, status="WARN"): 1}
+    assert named(s, "kafka_partition_latest_offset") == {
+        labels(cluster_name=cluster, topic=topic, partition="3"): 9}
+
+
+def test_only_groups_that_changed_are_formatted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    formatted: list[str] = []
+    group_lines = metrics_module._group_lines
+
+    def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) -> dict[str, str]:
+        formatted.append(group_lag.group)
+        return group_lines(group_lag, watermarks)
+
+    monkeypatch.setattr(metrics_module, "_group_lines", counted)
+    m = LagMetrics()
+    idle, busy = group("idle", part("t", 0, 5, 9)), group("busy", part("t", 0, 1, 9))
+    m.observe(sample(idle, busy))
+    m.render()
+    moved = group("busy", part("t", 0, 4, 10))
+    m.observe(sample(idle, moved, group("new", part("u", 1, 0, 3))))
+    text = m.render()
+    assert formatted == ["idle", "busy", "busy", "new"]
+    fresh = LagMetrics()  # the same sample rendered from scratch
+    fresh.observe(sample(idle, moved, group("new", part("u", 1, 0, 3))))
+    lag_part = b"# HELP lag_exporter_sample_duration_seconds"  # the counters differ
+    assert text.split(lag_part)[0] == fresh.render().split(lag_part)[0]
+    assert named(series(m), "kafka_partition_latest_offset") == {
+        labels(cluster_name="default", topic="t", partition="0"): 10,
+        labels(cluster_name="default", topic="u", partition="1"): 3}
 
 
 def test_scrapes_waiting_for_one_render_reuse_it() -> None:
