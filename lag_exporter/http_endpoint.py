@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,9 +24,10 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lag_exporter.errors import ConfigError
+from lag_exporter.lag import lag_total, partitions_unknown
 from lag_exporter.metrics import Health, LagMetrics
 from lag_exporter.model import Sample
-from lag_exporter.view import LagHistory, sample_rows, view_payload
+from lag_exporter.view import LagHistory, TopicRow, view_payload
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,25 @@ BUILD_SHARE = 0.1
 (5,000 rows with their history) is rebuilt at most every 16 s, whatever the polling."""
 BUILD_FREE_S = 0.05
 """Bodies built faster than this are rebuilt for every new sample."""
+
+
+def history_rows(sample: Sample) -> list[TopicRow]:
+    """The rows LagHistory needs (key and lag_total) as view.sample_rows has them, without the
+    per-partition detail, statuses and sorting: ~10x cheaper, and it runs in the sampling
+    thread. Groups with no commit at all are left out (their lag is None anyway)."""
+    rows = []
+    for group_lag in sample.groups:
+        cluster, group = group_lag.cluster, group_lag.group
+        if group_lag.error is not None:
+            rows.append(TopicRow(cluster, group, "", None, None, None, None, 0, (),
+                                 error=group_lag.error))
+            continue
+        for topic, partitions in groupby(group_lag.partitions, key=attrgetter("topic")):
+            lags = list(partitions)
+            if any(p.committed_offset is not None for p in lags):
+                total = None if partitions_unknown(lags) else lag_total(lags)
+                rows.append(TopicRow(cluster, group, topic, total, None, None, None, 0, ()))
+    return rows
 
 
 @dataclasses.dataclass
@@ -87,10 +109,9 @@ class LagView:
 
     def observe(self, sample: Sample) -> None:
         moment_s = sample.taken_at.timestamp()
-        # Thinned to one point per step: the chart needs no more, and the rows cost the sampling
-        # thread ~95 ms at 10,000 partitions (every 5 s, not every tick).
+        # Thinned to one point per step: the chart needs no more.
         if moment_s - self._last_recorded_s >= self.history_step_s:
-            self.history.record(moment_s, sample_rows(sample))
+            self.history.record(moment_s, history_rows(sample))
             self._last_recorded_s = moment_s
         with self._lock:
             previous = self._sample
