@@ -3,8 +3,9 @@ package) loads it from a running watch on the stack; the test reads the DOM the 
 group's row, its lag equal to `kafka-consumer-groups --describe`, its partitions, a drawn chart)
 and keeps a screenshot.
 
-The screenshot goes to the test's tmp dir and build/test-artifacts/page.png (CI keeps that
-folder); with LAG_EXPORTER_UPDATE_SCREENSHOTS=1 also to docs/page.png, the README's picture.
+The screenshots (desktop and phone widths) go to the test's tmp dir and build/test-artifacts/
+(page.png, page-phone.png: CI keeps that folder); with LAG_EXPORTER_UPDATE_SCREENSHOTS=1 the
+desktop one also to docs/page.png, the README's picture.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def test_the_page_shows_the_groups_row_its_partitions_and_a_chart(
         screenshot = tmp_path / "page.png"
         browse(url, tmp_path / "profile", "--hide-scrollbars", "--window-size=1000,760",
                f"--screenshot={screenshot}")
+        phone = tmp_path / "page-phone.png"
+        browse(url, tmp_path / "profile", "--hide-scrollbars", "--window-size=390,844",
+               f"--screenshot={phone}")
         browser_s = time.monotonic() - started
     finally:
         watch.kill()
@@ -171,6 +175,7 @@ def test_the_page_shows_the_groups_row_its_partitions_and_a_chart(
     assert screenshot.stat().st_size > 10_000  # a picture, not an empty page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(screenshot, ARTIFACTS / "page.png")
+    shutil.copy(phone, ARTIFACTS / "page-phone.png")
     if os.environ.get("LAG_EXPORTER_UPDATE_SCREENSHOTS") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copy(screenshot, REPO / "docs" / "page.png")
