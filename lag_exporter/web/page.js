@@ -68,7 +68,7 @@ function drawTable(rows, total) {
     const tr = el("tr", {class: "row " + (row.error ? "ERR" : row.status || ""), "data-key": k,
                          "data-group": row.group, "data-topic": row.topic},
       el("td", {class: "wide"}, row.cluster), el("td", {class: "name"}, row.group),
-      el("td", {class: "name"}, row.topic || "–"),
+      el("td", {class: "name"}, row.topic || (row.error ? "–" : "no commit yet")),
       el("td", {class: "num lag", "data-lag": row.lag_total == null ? "" : row.lag_total}, lag),
       el("td", {class: "num wide"}, number(row.lag_max)),
       el("td", {class: "num"}, duration(row.seconds_max)),
