@@ -21,6 +21,7 @@ from helpers import (
     commit,
     create_topic,
     describe_group,
+    lags_by_partition,
     parse_table,
     produce,
     wait_for,
@@ -38,6 +39,7 @@ from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.mm2_follower import MirroredSource
 from lag_exporter.model import GroupOffsets, TopicPartition
 from lag_exporter.offsets_topic import GROUP_PROTOCOL_RECORD
+from lag_exporter.sampler import Sampler
 from stack import stackctl
 from stack.stackctl import Stack
 
@@ -111,6 +113,16 @@ def test_parity_with_kafka_consumer_groups(stack: Stack, followed: FollowedSourc
         assert got[groups[5]] == {}
         assert got[groups[2]][TopicPartition(f"{u}.b", 0)] == 1000
         assert followed.path == "topic"
+        # The lags a sample computes through the follower: kafka-consumer-groups' LAG column
+        # (a commit beyond the end is lag 0 here, negative there).
+        sampled = Sampler(followed, groups[:-1]).sample()
+        assert followed.topic_groups == len(groups) - 1
+        for group_lag in sampled.groups:
+            assert group_lag.error is None, group_lag
+            expected = {tp: lag if lag is None else max(0, lag) for tp, lag in
+                        lags_by_partition(describe_group(stack, group_lag.group)).items()}
+            assert {(p.topic, p.partition): p.lag for p in group_lag.partitions} == expected, \
+                group_lag.group
         # Kafka 4's consumer protocol writes its own records next to the commits: skipped.
         assert followed.follower.store.skipped[GROUP_PROTOCOL_RECORD] > 0
     finally:
