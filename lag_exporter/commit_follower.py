@@ -212,10 +212,6 @@ class CommitFollower:
         with self._changed:
             return self.store.commit_history(group, partition)
 
-    def records_behind(self, ends: Mapping[int, int]) -> int:
-        with self._changed:
-            return sum(max(0, end - self._positions.get(p, 0)) for p, end in ends.items())
-
     def counts(self) -> tuple[int, tuple[tuple[str, int], ...]]:
         """(records read, records skipped per reason), from any thread."""
         with self._changed:
