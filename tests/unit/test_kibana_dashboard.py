@@ -1,6 +1,7 @@
-"""examples/kibana/consumer-lag.ndjson checked offline (Kibana cannot run here): every line is a
-saved object, every reference resolves to an object of the file, every field a chart uses exists
-in mapping.json (the p<N> fields through its dynamic template) with a type the chart can use.
+"""examples/kibana/consumer-lag.ndjson (written by examples/kibana/make_dashboard.py) checked
+offline (Kibana cannot run here): every line is a saved object, every reference resolves to an
+object of the file, every field a chart uses exists in mapping.json (the p<N> fields through its
+dynamic template) with a type the chart can use.
 
 The heat map's Elasticsearch query itself runs against the stack's Elasticsearch in
 tests/integration/test_kibana_heatmap.py.
@@ -8,6 +9,7 @@ tests/integration/test_kibana_heatmap.py.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from importlib import resources
@@ -52,6 +54,16 @@ def field_type(name: str) -> str | None:
         if matches:
             return str(rule["mapping"]["type"])
     return None
+
+
+def test_the_file_is_what_make_dashboard_writes() -> None:
+    """The saved objects are written by examples/kibana/make_dashboard.py: edits go there."""
+    spec = importlib.util.spec_from_file_location("make_dashboard",
+                                                  NDJSON.with_name("make_dashboard.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.ndjson() == NDJSON.read_text()
 
 
 def test_field_type_follows_the_mapping() -> None:
