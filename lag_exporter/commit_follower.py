@@ -174,11 +174,14 @@ class CommitFollower:
         if error.code() in AUTHORIZATION_ERRORS:
             self.authorization_failed = True
             self.failure = f"cannot read {self.where()}: {why}"
+            log.warning("cluster %s: %s", self.cluster, self.failure)
         self._remember_error(why)
 
     def _remember_error(self, error: str) -> None:
+        """Connection trouble is reported by the samples (their end offsets fail too), so the
+        consumer's own errors are debug lines: during an outage they repeat every second."""
         if error != self._last_error:
-            log.warning("cluster %s: following %s: %s", self.cluster, self.where(), error)
+            log.debug("cluster %s: following %s: %s", self.cluster, self.where(), error)
         self._last_error = error
 
     def partition_of(self, group: str) -> int:
