@@ -310,7 +310,7 @@ class FollowedSource:
             for group, offsets in found.items() if offsets is not None}
         if fallback:
             answers.update(self.inner.committed_offsets(fallback))
-        self.topic_groups, self.admin_groups = len(groups) - len(fallback), len(fallback)
+        self.topic_groups, self.admin_groups = len(found) - len(fallback), len(fallback)
         return {group: answers[group] for group in groups}
 
     def _open_if_due(self) -> None:
