@@ -130,19 +130,42 @@ def describe_plan(config: ExporterConfig) -> tuple[list[str], bool]:
     """Human-readable plan, and whether every cluster answered. Secrets are never shown."""
     lines = [f"interval {config.interval_s:g} s, Kafka timeout {config.timeout_s:g} s, "
              f"group discovery every {config.discovery_interval_s:g} s"]
-    es = config.elasticsearch
-    if es is None:
-        lines.append("sink: stdout (JSON lines)")
-    else:
-        auth = ("API key" if es.api_key else f"basic auth as {es.username}" if es.username
-                else "no auth")
-        lines.append(f"sink: Elasticsearch {', '.join(es.urls)} index {es.index} ({auth}), "
-                     f"spool {config.spool_dir} (at most {config.spool_max_bytes / MIB:g} MiB)")
+    lines += describe_sinks(config)
     if config.http_port is not None:
-        lines.append(f"http: /metrics and /healthz on {config.http_host}:{config.http_port}")
+        lines.append(f"http: /metrics, /healthz, /api/lag and the page / on "
+                     f"{config.http_host}:{config.http_port}")
     reachable = True
     for cluster in config.clusters:
         cluster_lines, ok = describe_cluster(cluster, config.timeout_s)
         lines += cluster_lines
         reachable = reachable and ok
     return lines, reachable
+
+
+def describe_sinks(config: ExporterConfig) -> list[str]:
+    """One "sink:" line per configured sink (stdout when none), with its own spool."""
+    lines = []
+    indexes = [(name, settings, spool) for name, settings, spool in (
+        ("Elasticsearch", config.elasticsearch, config.spool_dir),
+        ("OpenSearch", config.opensearch,
+         config.spool_dir / "opensearch" if config.spool_dir else None)) if settings is not None]
+    for name, settings, spool in indexes:
+        auth = ("API key" if settings.api_key else f"basic auth as {settings.username}"
+                if settings.username else "no auth")
+        lines.append(f"sink: {name} {', '.join(settings.urls)} index {settings.index} ({auth}, "
+                     f"{settings.document_shape} documents), spool {spool} "
+                     f"(at most {config.spool_max_bytes / MIB:g} MiB)")
+    cloudwatch = config.cloudwatch
+    if cloudwatch is not None:
+        interval = cloudwatch.partition_metrics_interval_s
+        every = ("with every sample" if interval is None else "never" if interval == 0
+                 else f"every {interval:g} s")
+        lines.append(f"sink: CloudWatch namespace {cloudwatch.namespace}, region "
+                     f"{cloudwatch.region or 'from the AWS chain'}"
+                     + (f", endpoint {cloudwatch.endpoint_url}" if cloudwatch.endpoint_url
+                        else "")
+                     + f", per-partition OffsetLag {every}, spool "
+                     f"{config.spool_dir / 'cloudwatch' if config.spool_dir else None}")
+    if not lines:
+        lines.append("sink: stdout (JSON lines)")
+    return lines
