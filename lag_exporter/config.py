@@ -444,7 +444,6 @@ def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems
     where = f"{section}."
     problems.unknown_keys(table, ES_KEYS, where)
     urls = _strings(table, "urls", problems, where)
-    index = _string(table, "index", problems, where) or "consumer_lag"
     username = _string(table, "username", problems, where)
     ca_file = _path(table, "ca_file", base, problems, where, must_be_file=True)
     # Checked even when the environment overrides them: a wrong file is wrong either way.
@@ -455,6 +454,12 @@ def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems
         problems.add(f"{where}document_shape", f"must be 'wide' (one document per group x "
                      f"topic) or 'partition' (one per partition), got {_shown_value(shape)}")
         shape = "wide"
+    # Each shape its own index by default: an index holds one shape (the sinks check).
+    index = (_string(table, "index", problems, where)
+             or ("consumer_lag_partitions" if shape == "partition" else "consumer_lag"))
+    if section == "opensearch" and (api_key or os.environ.get(OPENSEARCH_API_KEY_ENV)):
+        problems.add(f"{where}api_key", "OpenSearch takes username and password, not an "
+                     "Elasticsearch API key")
     if table.get("urls") in (None, []):
         problems.add(f"{where}urls", f"give at least one URL, or leave out [{section}]")
     for checked_key, check, values in (("urls", check_es_url, urls),

@@ -137,9 +137,19 @@ def test_opensearch_takes_the_elasticsearch_keys_and_its_own_secret_variables(
      "'partition' (one per partition), got 'narrow'"),
     ('[opensearch]\nurls = ["http://os:9200"]\npassword = 5\n',
      "opensearch.password: must be a non-empty string"),
+    ('[opensearch]\nurls = ["http://os:9200"]\napi_key = "k"\n',
+     "opensearch.api_key: OpenSearch takes username and password, not an Elasticsearch API key"),
 ])
 def test_opensearch_and_document_shape_problems(tmp_path: Path, text: str, expected: str) -> None:
     assert problem(tmp_path, text) == expected
+
+
+def test_each_document_shape_has_its_own_default_index(tmp_path: Path) -> None:
+    config = load(tmp_path, '[elasticsearch]\nurls = ["http://es:9200"]\n'
+                  '[opensearch]\nurls = ["http://os:9200"]\ndocument_shape = "partition"\n')
+    assert config.elasticsearch is not None and config.opensearch is not None
+    assert (config.elasticsearch.index, config.opensearch.index) == (
+        "consumer_lag", "consumer_lag_partitions")
 
 
 def test_the_default_spool_directory_follows_the_first_sink_that_spools(

@@ -256,8 +256,7 @@ VALID: dict[str, Any] = {
         "ca_file": "ca.pem", "document_shape": "wide"},
     "opensearch": {
         "urls": ["http://os:9200"], "index": "consumer_lag", "username": "u", "password": "p",
-        "password_file": "es-password", "api_key": "k", "api_key_file": "es-password",
-        "ca_file": "ca.pem", "document_shape": "partition"},
+        "password_file": "es-password", "ca_file": "ca.pem", "document_shape": "partition"},
     "cloudwatch": {
         "namespace": "KafkaLag", "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:1",
         "dimensions": {"Environment": "prod"}, "partition_metrics_interval_s": 60},
@@ -349,7 +348,7 @@ def test_any_value_of_any_key_is_loaded_or_a_config_error_naming_file_and_key(
     table = (document if not table_name else document["cluster"][0]
              if table_name == "cluster" else document[table_name])
     if value is ABSENT:
-        del table[key]
+        table.pop(key, None)
     else:
         table[key] = value
     text = toml_document(document)
