@@ -218,6 +218,7 @@ class FakeWatch:
 
     def __init__(self) -> None:
         self.payload: dict[str, Any] = {}
+        self.paths: list[str] = []
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -227,7 +228,8 @@ class FakeWatch:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 body = json.dumps(owner.payload).encode()
-                self.send_response(200 if self.path == "/api/lag" else 404)
+                owner.paths.append(self.path)
+                self.send_response(200 if self.path.startswith("/api/lag?") else 404)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -280,6 +282,7 @@ def test_from_a_watch_shows_its_rows_says_when_it_is_down_and_comes_back(
         assert state.history[("c", "payments", "orders")] == [(MOMENT.timestamp() - 20, 50),
                                                              (MOMENT.timestamp(), 50)]
         assert state.taken_at == MOMENT.timestamp()
+        assert fake_watch.paths[0] == "/api/lag?rows=500"  # the worst rows, not the estate
         fake_watch.stop()
         wait_for(lambda: (state.problem or "").startswith(
             f"cannot reach http://127.0.0.1:{fake_watch.port}/api/lag: Connection refused"),
