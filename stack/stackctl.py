@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -74,7 +75,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -394,8 +395,41 @@ def run_logged(name: str, cmd: Sequence[str]) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT, cwd=STATE)
 
 
+_lock_depth = 0
+
+
+@contextlib.contextmanager
+def stack_lock() -> Iterator[None]:
+    """One start or stop at a time across processes: two `up`s racing (two test sessions, a
+    test restarting a component while another session starts the stack) once left the pid file
+    of a JVM that lost the port race, and every later `up` refused the port. Re-entrant within
+    a process (up and stop nest)."""
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
+    STATE.mkdir(parents=True, exist_ok=True)
+    with open(STATE / "stack.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        _lock_depth = 1
+        try:
+            yield
+        finally:
+            _lock_depth = 0
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 def stop(component: str, timeout: float = 60.0) -> None:
     """Stop a component (SIGTERM to its process group, SIGKILL after `timeout`)."""
+    with stack_lock():
+        _stop(component, timeout)
+
+
+def _stop(component: str, timeout: float) -> None:
     pids = component_pids(component)
     if not pids:
         pid_file(component).unlink(missing_ok=True)
@@ -871,6 +905,11 @@ def select(components: Sequence[str]) -> list[str]:
 
 def up(components: Sequence[str] = ()) -> dict[str, dict[str, str]]:
     """Start the named components (all if none) unless running; wait until ready."""
+    with stack_lock():  # a second `up` waits, then finds them running
+        return _up(components)
+
+
+def _up(components: Sequence[str]) -> dict[str, dict[str, str]]:
     todo = [c for c in select(components) if not running(c)]
     for c in todo:
         check_port_free(c)

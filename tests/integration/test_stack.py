@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -260,3 +263,24 @@ def test_os_error_is_one_line(scratch_stack: Path, tmp_path: Path,
     monkeypatch.setattr(stackctl, "LOGS", blocker / "logs")  # mkdir fails even for root
     line = one_line_failure(capsys, "up", "cloudwatch")
     assert line == f"stack: [Errno 20] Not a directory: '{blocker / 'logs'}'"
+
+
+def test_starting_and_stopping_wait_for_another_process_doing_it() -> None:
+    """Two `up`s racing once left a dead JVM's pid file behind and blocked every later start."""
+    with subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom stack import stackctl\n"
+         "with stackctl.stack_lock():\n    print('locked', flush=True)\n    sys.stdin.read()"],
+        cwd=stackctl.REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == "locked\n"
+            stopper = threading.Thread(target=stackctl.stop, args=("no-such-component",))
+            stopper.start()
+            stopper.join(1.0)
+            assert stopper.is_alive()  # waits for the other process
+            holder.stdin.close()
+            stopper.join(30)
+            assert not stopper.is_alive()
+        finally:
+            holder.kill()
