@@ -47,14 +47,22 @@ def kafka_timeout(config: ExporterConfig) -> float:
     return min(config.timeout_s, max(config.interval_s * 5, 2.0))
 
 
-def source_factory(timeout_s: float, isolated: bool) -> Callable[[ClusterConfig], OffsetSource]:
-    """isolated: the Kafka client runs in a child process (long-running watch; isolation.py)."""
+def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = False
+                   ) -> Callable[[ClusterConfig], OffsetSource]:
+    """isolated: the Kafka client runs in a child process (long-running watch; isolation.py).
+    follow_commits: committed offsets from __consumer_offsets per the cluster's offsets_source
+    (commit_follower.py; its consumer runs in this process, like the MirrorMaker 2 follower)."""
 
     def make(cluster: ClusterConfig) -> OffsetSource:
         for warning in cluster.kafka.warnings:
             log.warning("cluster %s: %s", cluster.name, warning)
         kind = IsolatedKafkaSource if isolated else KafkaSource
         source: OffsetSource = kind(cluster.name, cluster.kafka.client_settings, timeout_s)
+        if follow_commits and cluster.offsets_source != "admin":
+            from lag_exporter.commit_follower import CommitFollower, FollowedSource
+
+            source = FollowedSource(source, CommitFollower(
+                cluster.name, cluster.kafka.client_settings, timeout_s), cluster.offsets_source)
         if cluster.mirrors:
             # The offsets-topic consumers run in this process (mm2_follower.py).
             source = MirroredSource(source, [OffsetsTopicFollower(mirror, timeout_s)
@@ -256,7 +264,7 @@ def make_service(
 ) -> Service:
     """Build a watch from config; load_config (if given) is called again on SIGHUP."""
     timeout_s = kafka_timeout(config)
-    make_source = source_factory(timeout_s, isolated=True)
+    make_source = source_factory(timeout_s, isolated=True, follow_commits=True)
     pipelines = make_pipelines(config)
     watch = Watch(make_fleet(config, make_source), interval_s=config.interval_s,
                   summary_every_s=summary_every_s, pipelines=pipelines)
@@ -267,6 +275,10 @@ def make_service(
 
         metrics = LagMetrics()
         metrics.read_delivery_from(lambda: delivery_state(watch))
+        from lag_exporter.commit_follower import follower_state
+
+        metrics.read_offsets_sources_from(lambda: [
+            follower_state(c.source, len(c.sampler.groups)) for c in watch.fleet.clusters])
         health = Health(config.interval_s, oldest_undelivered=lambda: oldest_undelivered(watch))
         view = LagView()  # the page and /api/lag (top --from): latest rows and their history
         watch.sample_observers += [metrics.observe, health.observe, view.observe]

@@ -149,6 +149,11 @@ def source_options(command: F) -> F:
         option("--group", "groups", multiple=True, help="Consumer group to sample (repeatable)."),
         option("--topic", "topics", multiple=True,
                help="Only these topics; also reports their partitions with no commit."),
+        option("--offsets-source", type=click.Choice(["auto", "topic", "admin"]), default=None,
+               help="How watch and top read committed offsets: auto [default] follows "
+                    "__consumer_offsets when it can be read (Describe and Read on it), else "
+                    "asks OffsetFetch per group; topic insists on the topic; admin always asks. "
+                    "snapshot always asks."),
         option("--timeout", "timeout_s", type=float,
                help="Seconds to wait for Kafka and Elasticsearch before giving up, 0.01 to 300 "
                     "[default: 10]."),
@@ -218,7 +223,7 @@ MM2_FLAGS = ("mm2_target_bootstrap_server", "mm2_target_command_config", "mm2_so
              "mm2_target_alias", "mm2_offsets_topic", "mm2_connector", "mm2_label",
              "mm2_topic_patterns", "mm2_exclude_topics")
 CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups", "topics",
-                 *MM2_FLAGS)
+                 "offsets_source", *MM2_FLAGS)
 
 
 REPEATABLE = ("groups", "topics", "mm2_topic_patterns", "mm2_exclude_topics")
@@ -303,7 +308,8 @@ def resolve_config(params: dict[str, Any]) -> ExporterConfig:
                                params["cluster_name"])
         cluster = ClusterConfig(kafka.cluster, kafka,
                                 GroupSelection(names=groups + tuple(m.label for m in mirrors)),
-                                TopicSelection(names=topics), mirrors)
+                                TopicSelection(names=topics), mirrors,
+                                params.get("offsets_source") or "auto")
         config = ExporterConfig(clusters=(cluster,))
     return apply_flags(config, params)
 
@@ -506,7 +512,7 @@ def top(from_url: str | None, **params: Any) -> None:
     if from_url is None:
         # In this process, not isolated as in watch: a child's log lines would tear the view.
         fleet = app.make_fleet(config, app.source_factory(app.kafka_timeout(config),
-                                                          isolated=False))
+                                                          isolated=False, follow_commits=True))
         source = FleetRows(fleet, interval_s)
     run_top(source, TopState(label, interval_s), Console(), read_keys=sys.stdin.isatty())
 

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from lag_exporter.errors import ConfigError
@@ -262,6 +262,12 @@ def with_default_spool_dir(config: ExporterConfig) -> ExporterConfig:
 # -- the TOML config file (--config) ---------------------------------------------------------
 
 
+OffsetsSource = Literal["auto", "topic", "admin"]
+OFFSETS_SOURCES = ("auto", "topic", "admin")
+"""auto: __consumer_offsets when readable, else the Admin API; topic: __consumer_offsets or
+fail; admin: OffsetFetch per group."""
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     name: str
@@ -271,6 +277,9 @@ class ClusterConfig:
     mirrors: tuple[MirrorSettings, ...] = ()
     """MirrorMaker 2 flows from this cluster, reported as groups named by their labels (which
     are also in `groups.names`)."""
+    offsets_source: OffsetsSource = "auto"
+    """How watch and top read committed offsets (commit_follower.py); snapshot always asks
+    the Admin API."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +321,7 @@ _CREDENTIAL_WORDS = ("key", "secret", "token", "password", "credential", "profil
 _AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups",
                 "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics",
-                "mirror"}
+                "mirror", "offsets_source"}
 MIRROR_KEYS = {"label", "target_bootstrap_servers", "target_command_config", "source_alias",
                "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics"}
 
@@ -627,8 +636,13 @@ def _cluster(table: object, n: int, base: Path, problems: _Problems) -> ClusterC
     topics = TopicSelection(_strings(table, "topics", problems, where),
                             _regexes(table, "topic_patterns", problems, where),
                             _regexes(table, "exclude_topics", problems, where))
+    offsets_source = _string(table, "offsets_source", problems, where) or "auto"
+    if offsets_source not in OFFSETS_SOURCES:
+        problems.add(f"{where}offsets_source",
+                     f"must be auto, topic or admin, got {_shown_value(offsets_source)}")
+        offsets_source = "auto"
     return ClusterConfig(name, KafkaSettings(name, client, tuple(warnings)), groups, topics,
-                         mirrors)
+                         mirrors, cast(OffsetsSource, offsets_source))
 
 
 def _mirrors(table: dict[str, Any], base: Path, problems: _Problems, where: str,

@@ -190,7 +190,8 @@ class Fleet:
         for config in configs:
             existing = current.pop(config.name, None)
             if (existing and existing.config.kafka.client_settings == config.kafka.client_settings
-                    and existing.config.mirrors == config.mirrors):
+                    and existing.config.mirrors == config.mirrors
+                    and existing.config.offsets_source == config.offsets_source):
                 existing.reconfigure(config)
                 updated.append(existing)
             else:

@@ -54,6 +54,8 @@ def problems(tmp_path: Path, text: str) -> list[str]:
       "documents)"]),
     (NAMED + 'groups = ["g"]\n',
      ["cluster[a].bootstrap_servers: missing (or set it in command_config)"]),
+    (CLUSTER + 'offsets_source = "fast"\n',
+     ["cluster[a].offsets_source: must be auto, topic or admin, got 'fast'"]),
     (NAMED + 'bootstrap_servers = ""\ngroups = ["g"]\n',
      ["cluster[a].bootstrap_servers: must be a non-empty string, got ''"]),
     (NAMED + 'command_config = "bad.properties"\ngroups = ["g"]\n',
@@ -226,3 +228,10 @@ def test_a_cluster_of_patterns_only_with_exclusions(tmp_path: Path) -> None:
     assert cluster.kafka.cluster == "dc1"  # the name in the documents
     assert cluster.groups.select(["mirror-a", "mirror-a-test", "other"]) == ["mirror-a"]
     assert cluster.topics.allows("orders") and not cluster.topics.allows("__consumer_offsets")
+
+
+def test_offsets_source_is_auto_unless_given(tmp_path: Path) -> None:
+    path = tmp_path / "lag-exporter.toml"
+    path.write_text(CLUSTER + '[[cluster]]\nname = "b"\nbootstrap_servers = "k:2"\n'
+                    'groups = ["g"]\noffsets_source = "admin"\n')
+    assert [c.offsets_source for c in load_config(path).clusters] == ["auto", "admin"]
