@@ -62,7 +62,8 @@ def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = Fals
             from lag_exporter.commit_follower import CommitFollower, FollowedSource
 
             source = FollowedSource(source, CommitFollower(
-                cluster.name, cluster.kafka.client_settings, timeout_s), cluster.offsets_source)
+                cluster.name, cluster.kafka.client_settings, timeout_s), cluster.offsets_source,
+                open_in_background=True)
         if cluster.mirrors:
             # The offsets-topic consumers run in this process (mm2_follower.py).
             source = MirroredSource(source, [OffsetsTopicFollower(mirror, timeout_s)

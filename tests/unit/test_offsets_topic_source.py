@@ -4,7 +4,11 @@ The follower against real brokers: tests/integration/test_commit_follower.py."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
+
+import pytest
 
 from lag_exporter.commit_follower import RETRY_S, CommitFollower, FollowedSource, follower_state
 from lag_exporter.errors import SourceError
@@ -179,3 +183,48 @@ def test_only_auto_and_topic_wrap() -> None:
         assert "expected auto or topic" in str(error)
     else:
         raise AssertionError("admin mode needs no wrapper")
+
+
+class SlowFollower(FakeFollower):
+    """Its open() waits until the test lets it finish."""
+
+    def __init__(self, open_answers: list[str | None]) -> None:
+        super().__init__(open_answers)
+        self.may_finish = threading.Event()
+
+    def open(self) -> str | None:
+        self.may_finish.wait(5)
+        return super().open()
+
+
+def test_opened_in_the_background_the_admin_api_answers_until_the_follower_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A first sample that waited for the follower's connection took longer than the interval
+    and skipped a tick at every start."""
+    admin, follower = FakeAdmin(), SlowFollower([None])
+    source = FollowedSource(admin, follower, open_in_background=True)
+    caplog.set_level(logging.INFO)
+    source.committed_offsets(["g0"])
+    assert admin.asked_offsets == [["g0"]] and source.path == "admin"
+    assert caplog.records == []  # nothing decided yet: no "through the Admin API" warning
+    follower.may_finish.set()
+    assert source._opening is not None
+    source._opening.join(5)
+    source.committed_offsets(["g0"])
+    assert admin.asked_offsets == [["g0"]] and source.path == "topic"
+    assert "committed offsets followed in" in caplog.text
+    source.close()
+
+
+def test_opened_in_the_background_a_failure_is_retried_later() -> None:
+    clock = Clock()
+    admin, follower = FakeAdmin(), FakeFollower(["no __consumer_offsets yet", None])
+    source = FollowedSource(admin, follower, clock=clock, open_in_background=True)
+    assert source._opening is not None
+    source._opening.join(5)
+    source.committed_offsets(["g0"])
+    assert follower.opened == 1 and source.path == "admin"
+    clock.now += 11
+    source.committed_offsets(["g0"])
+    assert follower.opened == 2 and source.path == "topic"
