@@ -8,6 +8,7 @@ metrics and health observe each Sample on the side.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from lag_exporter.documents import Document
 from lag_exporter.errors import LagExporterError, SinkUnavailable, SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.fleet import ClusterWatch, Fleet
+from lag_exporter.ha import HaMembership
 from lag_exporter.isolation import IsolatedKafkaSource
 from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.mm2_follower import MirroredSource, OffsetsTopicFollower
@@ -73,12 +75,62 @@ def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = Fals
     return make
 
 
+def membership_factory(config: ExporterConfig, timeout_s: float
+                       ) -> Callable[[ClusterConfig], HaMembership | None] | None:
+    """--ha-group: one membership of the HA group per cluster (ha.py); None without."""
+    group = config.ha_group
+    if group is None:
+        return None
+
+    def make(cluster: ClusterConfig) -> HaMembership:
+        return HaMembership(cluster.name, cluster.kafka.client_settings, group,
+                            config.ha_session_timeout_s, timeout_s,
+                            use_offsets_topic=cluster.offsets_source != "admin")
+
+    return make
+
+
 def make_fleet(config: ExporterConfig, make_source: Callable[[ClusterConfig], OffsetSource],
-               one_shot: bool = False) -> Fleet:
-    """one_shot (snapshot): no status, which needs the history of a running watch."""
+               one_shot: bool = False, timeout_s: float | None = None) -> Fleet:
+    """one_shot (snapshot): no status, which needs the history of a running watch, and no
+    HA group, which only a running watch joins."""
+    make_membership = None if one_shot else membership_factory(
+        config, config.timeout_s if timeout_s is None else timeout_s)
     return Fleet([ClusterWatch(cluster, make_source(cluster), config.discovery_interval_s,
-                               estimates=Estimates(config.status_rules, judge_status=not one_shot))
-                  for cluster in config.clusters], config.status_rules)
+                               estimates=Estimates(config.status_rules, judge_status=not one_shot),
+                               membership=None if make_membership is None
+                               else make_membership(cluster))
+                  for cluster in config.clusters], config.status_rules, make_membership,
+                 grid_s=None if make_membership is None else config.interval_s)
+
+
+class GridClock:
+    """--ha-group: the Watch's monotonic clock, whose first reading (the start of the tick
+    schedule) is moved to the next wall-clock multiple of the interval: every instance then
+    samples at the same moments, and a group two instances sample during a rebalance gets
+    the same @timestamp, so the same document id (stored once)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._wall_minus_monotonic = time.time() - time.monotonic()
+        self._started = False
+
+    def __call__(self) -> float:
+        now = time.monotonic() + self._wall_minus_monotonic
+        if not self._started:
+            self._started = True
+            return math.ceil(now / self.interval_s) * self.interval_s
+        return now
+
+
+def describe_ha(config: ExporterConfig) -> list[str]:
+    """check-config's lines on the HA group."""
+    from lag_exporter.ha import describe_ownership
+
+    return [describe_ownership(cluster.name, cluster.kafka.client_settings,
+                               config.ha_group or "", config.ha_session_timeout_s,
+                               cluster.offsets_source != "admin", config.timeout_s)
+            for cluster in config.clusters]
 
 
 def take_snapshot(config: ExporterConfig) -> Sample:
@@ -267,8 +319,10 @@ def make_service(
     timeout_s = kafka_timeout(config)
     make_source = source_factory(timeout_s, isolated=True, follow_commits=True)
     pipelines = make_pipelines(config)
-    watch = Watch(make_fleet(config, make_source), interval_s=config.interval_s,
-                  summary_every_s=summary_every_s, pipelines=pipelines)
+    watch = Watch(make_fleet(config, make_source, timeout_s=timeout_s),
+                  interval_s=config.interval_s, summary_every_s=summary_every_s,
+                  pipelines=pipelines,
+                  clock=time.monotonic if config.ha_group is None else GridClock(config.interval_s))
     endpoint = None
     if config.http_port is not None:
         from lag_exporter.http_endpoint import HttpEndpoint, LagView

@@ -27,6 +27,7 @@ from lag_exporter.config import (
     DEFAULT_SPOOL_MAX_MB,
     ES_API_KEY_ENV,
     ES_PASSWORD_ENV,
+    HA_SESSION_TIMEOUT,
     MEGABYTES,
     STATUS_WINDOW,
     STOP_AFTER,
@@ -34,6 +35,7 @@ from lag_exporter.config import (
     Bounds,
     ClusterConfig,
     ExporterConfig,
+    check_ha_group,
     check_interval,
     check_names,
     check_number,
@@ -198,6 +200,17 @@ def interval_option(command: F) -> F:
                   help="Seconds between samples, at most 3600 [default: 1].")(command)
 
 
+def ha_options(command: F) -> F:
+    command = option("--ha-session-timeout", "ha_session_timeout_s", type=float,
+                     metavar="SECONDS",
+                     help="--ha-group: how long a dead instance keeps its share before the "
+                          "others take it over [default: 10; the broker's minimum is 6].")(command)
+    return option("--ha-group", metavar="NAME",
+                  help="Share the work with every watch started with the same NAME, through "
+                       "Kafka's consumer-group protocol (group NAME): each reports the consumer "
+                       "groups of the __consumer_offsets partitions it is assigned.")(command)
+
+
 def status_options(command: F) -> F:
     options = [
         option("--status-window", type=float, metavar="SECONDS",
@@ -343,6 +356,13 @@ def apply_flags(config: ExporterConfig, params: dict[str, Any]) -> ExporterConfi
         overrides["http_port"] = params["http_port"]
     if params.get("http_host"):
         overrides["http_host"] = params["http_host"]
+    if params.get("ha_group") is not None:
+        if problem := check_ha_group("--ha-group", params["ha_group"]):
+            raise ConfigError(problem)
+        overrides["ha_group"] = params["ha_group"]
+    if params.get("ha_session_timeout_s") is not None:
+        overrides["ha_session_timeout_s"] = check_number(
+            "--ha-session-timeout", params["ha_session_timeout_s"], HA_SESSION_TIMEOUT)
     if params["es_urls"]:
         index = params["es_index"] or "consumer_lag"
         overrides["elasticsearch"] = elasticsearch_settings(
@@ -422,6 +442,7 @@ def snapshot(output_format: str, **params: Any) -> None:
 @option("--http-port", type=click.IntRange(0, 65535),
         help="Serve /metrics (Prometheus) and /healthz on this port.")
 @option("--http-host", help="Address for --http-port [default: 0.0.0.0].")
+@ha_options
 @status_options
 @global_options
 def watch(summary_s: float, **params: Any) -> None:
@@ -441,12 +462,15 @@ def watch(summary_s: float, **params: Any) -> None:
 
 @cli.command("check-config", epilog=example("lag-exporter check-config --config lag-exporter.toml"))
 @source_options
+@ha_options
 @global_options
 def check_config(**params: Any) -> None:
     """Print the resolved plan (clusters, the groups that match now, topic and partition
     counts) without writing anything; exit 1 if a cluster cannot be reached."""
     config = resolve_config(params)
     lines, reachable = describe_plan(config)
+    if config.ha_group is not None:
+        lines += app.describe_ha(config)
     for line in lines:
         click.echo(line)
     if not reachable:

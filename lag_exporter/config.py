@@ -69,6 +69,9 @@ INTERVAL = Bounds(0, 3600)
 # librdkafka accepts socket.timeout.ms from 10 to 300,000 only.
 TIMEOUT = Bounds(0.01, 300, minimum_included=True)
 DISCOVERY_INTERVAL = Bounds(0, 86400)
+HA_SESSION_TIMEOUT = Bounds(1, 300, minimum_included=True)
+HA_GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+"""Also part of the own topic's name (lag-exporter-ha.<NAME>): Kafka's topic characters."""
 SUMMARY_INTERVAL = Bounds(0)
 MEGABYTES = Bounds(0, 1024 * 1024, unit="MiB")  # up to 1 TiB
 DEFAULT_STATUS_RULES = StatusRules()
@@ -95,6 +98,14 @@ def check_timeout(timeout_s: float) -> float:
 
 def megabytes_to_bytes(megabytes: float) -> int:
     return max(1, int(megabytes * MIB))
+
+
+def check_ha_group(where: str, name: str) -> str | None:
+    """Why an HA group name is not valid; None when it is."""
+    if HA_GROUP_NAME.fullmatch(name):
+        return None
+    return (f"{where} must be 1 to 200 of the characters A-Z a-z 0-9 . _ - "
+            f"(it names a Kafka group and topic), got {name!r}")
 
 
 def check_names(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -303,11 +314,15 @@ class ExporterConfig:
     """Disk bound of the outbox's spool."""
     memory_max_bytes: int = DEFAULT_MEMORY_MAX_MB * MIB
     """Memory bound of the outbox: all of it without a spool, what is not yet on disk with one."""
+    ha_group: str | None = None
+    """--ha-group: the Kafka consumer group through which several instances share the work."""
+    ha_session_timeout_s: float = 10.0
+    """How long a dead instance keeps its share before the others take it over."""
 
 
 TOP_KEYS = {"interval", "timeout", "discovery_interval", "spool_dir", "spool_max_mb",
             "memory_max_mb", "http_host", "http_port", "elasticsearch", "opensearch",
-            "cloudwatch", "cluster", "status"}
+            "cloudwatch", "cluster", "status", "ha_group", "ha_session_timeout"}
 STATUS_KEYS = {"window", "allowed_lag", "stop_after"}
 ES_KEYS = {"urls", "index", "username", "password", "password_file", "api_key", "api_key_file",
            "ca_file", "document_shape"}
@@ -771,6 +786,9 @@ def load_config(path: str | Path) -> ExporterConfig:
                                   or not 0 <= http_port < 65536):
         problems.add("http_port", f"must be a port number, got {_shown_value(http_port)}")
     spool_dir = _path(document, "spool_dir", base, problems, "")
+    ha_group = _string(document, "ha_group", problems, "")
+    if ha_group is not None and (problem := check_ha_group("ha_group", ha_group)):
+        problems.add("ha_group", problem.removeprefix("ha_group "))
     config = ExporterConfig(
         clusters=tuple(clusters), elasticsearch=elasticsearch, opensearch=opensearch,
         cloudwatch=cloudwatch,
@@ -783,7 +801,9 @@ def load_config(path: str | Path) -> ExporterConfig:
             document, "spool_max_mb", DEFAULT_SPOOL_MAX_MB, MEGABYTES, problems)),
         memory_max_bytes=megabytes_to_bytes(_number(
             document, "memory_max_mb", DEFAULT_MEMORY_MAX_MB, MEGABYTES, problems)),
-        status_rules=_status(document, problems))
+        status_rules=_status(document, problems), ha_group=ha_group,
+        ha_session_timeout_s=_number(document, "ha_session_timeout", 10.0, HA_SESSION_TIMEOUT,
+                                     problems))
     problems.raise_if_any()
     return config
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from lag_exporter.config import ClusterConfig
 from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
+from lag_exporter.ha import HaMembership
 from lag_exporter.model import GroupLag, Sample
 from lag_exporter.sampler import OffsetSource, Sampler
 from lag_exporter.status import StatusRules
@@ -27,6 +28,7 @@ from lag_exporter.status import StatusRules
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[ClusterConfig], OffsetSource]
+MembershipFactory = Callable[[ClusterConfig], HaMembership | None]
 
 
 class ClusterWatch:
@@ -39,7 +41,9 @@ class ClusterWatch:
         discovery_interval_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         estimates: Estimates | None = None,
+        membership: HaMembership | None = None,
     ) -> None:
+        """membership (--ha-group): report only the groups this instance owns now."""
         self.config = config
         self.source = source
         self.discovery_interval_s = discovery_interval_s
@@ -52,6 +56,24 @@ class ClusterWatch:
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"cluster-{config.name}")
         self._in_flight: Future[Sample] | None = None
+        self.membership = membership
+        self.owned_groups = 0
+        """--ha-group: the groups reported in the last sample."""
+        self._owned_announced: tuple[int, int] | None = None
+        if membership is not None:
+            self.sampler.owns = self._owned
+            membership.start()
+
+    def _owned(self, groups: Sequence[str]) -> list[str]:
+        assert self.membership is not None
+        owned = self.membership.owns_groups(groups)
+        self.owned_groups = len(owned)
+        counts = (len(owned), len(groups))
+        if counts != self._owned_announced:  # the test and the operator read this line
+            self._owned_announced = counts
+            log.info("cluster %s: HA group %s: reporting %d of %d groups", self.name,
+                     self.membership.group, *counts)
+        return owned
 
     @property
     def name(self) -> str:
@@ -118,8 +140,17 @@ class ClusterWatch:
         return [GroupLag(self.name, group, (), error=why) for group in self.sampler.groups]
 
     def close(self) -> None:
+        if self.membership is not None:
+            self.membership.close()  # leave the HA group first: the others take over at once
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.sampler.close()
+
+
+def on_grid(moment: datetime, grid_s: float | None) -> datetime:
+    """moment rounded to the nearest multiple of grid_s (unchanged without one)."""
+    if grid_s is None:
+        return moment
+    return datetime.fromtimestamp(round(moment.timestamp() / grid_s) * grid_s, UTC)
 
 
 ON_SCHEDULE_TICKS = 10
@@ -129,8 +160,15 @@ during an outage samples alternate between slow and fast, and each change is not
 
 class Fleet:
     def __init__(self, clusters: Sequence[ClusterWatch],
-                 status_rules: StatusRules | None = None) -> None:
+                 status_rules: StatusRules | None = None,
+                 make_membership: MembershipFactory | None = None,
+                 grid_s: float | None = None) -> None:
+        """grid_s (--ha-group): each tick's time is rounded to a multiple of it, so that
+        instances sampling a group in the same tick during a rebalance write the same
+        document id (stored once)."""
         self.clusters = list(clusters)
+        self.make_membership = make_membership
+        self.grid_s = grid_s
         self.status_rules = status_rules
         """For the clusters a config reload adds."""
         self.ticks_skipped: dict[str, int] = {}
@@ -141,7 +179,7 @@ class Fleet:
     def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
         """One tick over every cluster; wait_s bounds how long a slow cluster may hold it up."""
         started = time.monotonic()
-        taken_at = taken_at or datetime.now(UTC)
+        taken_at = taken_at or on_grid(datetime.now(UTC), self.grid_s)
         for cluster in self.clusters:
             cluster.start(taken_at)
         wait([f for c in self.clusters if (f := c.in_flight()) is not None], timeout=wait_s)
@@ -197,8 +235,10 @@ class Fleet:
             else:
                 if existing:
                     existing.close()
+                membership = None if self.make_membership is None else self.make_membership(config)
                 updated.append(ClusterWatch(config, make_source(config), discovery_interval_s,
-                                            estimates=Estimates(self.status_rules)))
+                                            estimates=Estimates(self.status_rules),
+                                            membership=membership))
         for gone in current.values():
             log.info("cluster %s removed from the config", gone.name)
             self._behind.pop(gone.name, None)

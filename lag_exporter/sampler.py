@@ -123,6 +123,8 @@ class Sampler:
         self._changes_lock = threading.Lock()
         self._pending_groups: list[str] | None = None
         self._pending_topics: TopicSelection | None = None
+        self.owns: Callable[[Sequence[str]], list[str]] | None = None
+        """--ha-group: which of the groups this instance reports now (ha.py); None: all."""
 
     @property
     def groups(self) -> list[str]:
@@ -135,7 +137,7 @@ class Sampler:
         started = self._clock()
         taken_at = taken_at or datetime.now(UTC)
         self._apply_changes()
-        groups = self._groups
+        groups = self._groups if self.owns is None else self.owns(self._groups)
         committed = self.source.committed_offsets(groups)
         if all(isinstance(answer, SourceError) for answer in committed.values()):
             # The cluster is unreachable or refuses us: asking it more would only add timeouts.
