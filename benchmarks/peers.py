@@ -8,7 +8,8 @@ ONE TOOL AT A TIME, against the estate benchmarks/scale.py builds on the TARGET 
 (127.0.0.1:29092; built here with scale.py's own code when missing), each driven once a second
 for --seconds after it is ready and a short warm-up:
 
-- Burrow 1.9.5 (follows __consumer_offsets, end offsets every second): its HTTP lag endpoint
+- Burrow 1.9.5 (follows __consumer_offsets; end offsets every --burrow-offset-refresh seconds,
+  1 by default; it has no topic filter, so it fetches those of every topic): its HTTP lag endpoint
   asked for every group of the estate, one after the other; latency = the whole set.
 - KMinion 2.3.5 (--kminion-mode, adminApi by default): /metrics scraped; latency = the scrape.
 - kafka_exporter 1.9.0: /metrics scraped; latency = the scrape.
@@ -187,10 +188,11 @@ def binary(name: str, bin_dir: Path) -> str:
     return str(path)
 
 
-def burrow(estate: scale.Estate, workdir: Path, bin_dir: Path) -> Tool:
+def burrow(estate: scale.Estate, workdir: Path, bin_dir: Path, offset_refresh_s: int) -> Tool:
     port = free_port()
     groups_regex = f"^bench-{estate.scale}-[0-9]+$"
-    template("burrow.toml", workdir, port=str(port), groups_regex=groups_regex)
+    template("burrow.toml", workdir, port=str(port), groups_regex=groups_regex,
+             offset_refresh=str(offset_refresh_s))
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def lag_of(group: str) -> dict[str, Any]:
@@ -219,7 +221,7 @@ def burrow(estate: scale.Estate, workdir: Path, bin_dir: Path) -> Tool:
             connection.close()
             return False
 
-    return Tool("Burrow 1.9.5 (follows __consumer_offsets, offset-refresh 1 s; "
+    return Tool(f"Burrow 1.9.5 (follows __consumer_offsets, offset-refresh {offset_refresh_s} s; "
                 f"{len(estate.groups)} lag queries)",
                 [binary("burrow", bin_dir), "--config-dir", str(workdir)], drive, ready, lags)
 
@@ -377,7 +379,7 @@ def run_tool(tool: Tool, seconds: int, workdir: Path, references: dict[str, Lags
 
 def make_tool(name: str, estate: scale.Estate, workdir: Path, args: argparse.Namespace) -> Tool:
     if name == "burrow":
-        return burrow(estate, workdir, args.bin_dir)
+        return burrow(estate, workdir, args.bin_dir, args.burrow_offset_refresh)
     if name == "kminion":
         return kminion(estate, workdir, args.bin_dir, args.kminion_mode)
     if name == "kafka_exporter":
@@ -449,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=120, help="measured seconds per tool")
     parser.add_argument("--tools", default=",".join(TOOLS), help=f"of {','.join(TOOLS)}")
     parser.add_argument("--kminion-mode", default="adminApi", choices=("adminApi", "offsetsTopic"))
+    parser.add_argument("--burrow-offset-refresh", type=int, default=1,
+                        help="seconds between Burrow's end-offset fetches (its default: 10)")
     parser.add_argument("--bin-dir", type=Path, default=BIN_DIR,
                         help="where build.sh put burrow, kminion, kafka_exporter")
     parser.add_argument("--rev", default="HEAD", help="commit of lag_exporter/ to measure")
