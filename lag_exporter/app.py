@@ -49,11 +49,12 @@ def kafka_timeout(config: ExporterConfig) -> float:
     return min(config.timeout_s, max(config.interval_s * 5, 2.0))
 
 
-def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = False
-                   ) -> Callable[[ClusterConfig], OffsetSource]:
+def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = False,
+                   shared: bool = False) -> Callable[[ClusterConfig], OffsetSource]:
     """isolated: the Kafka client runs in a child process (long-running watch; isolation.py).
     follow_commits: committed offsets from __consumer_offsets per the cluster's offsets_source
-    (commit_follower.py; its consumer runs in this process, like the MirrorMaker 2 follower)."""
+    (commit_follower.py; its consumer runs in this process, like the MirrorMaker 2 follower).
+    shared (--ha-group): the follower reads only the partitions the HA group gives it."""
 
     def make(cluster: ClusterConfig) -> OffsetSource:
         for warning in cluster.kafka.warnings:
@@ -64,8 +65,8 @@ def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = Fals
             from lag_exporter.commit_follower import CommitFollower, FollowedSource
 
             source = FollowedSource(source, CommitFollower(
-                cluster.name, cluster.kafka.client_settings, timeout_s), cluster.offsets_source,
-                open_in_background=True)
+                cluster.name, cluster.kafka.client_settings, timeout_s, shared=shared),
+                cluster.offsets_source, open_in_background=True)
         if cluster.mirrors:
             # The offsets-topic consumers run in this process (mm2_follower.py).
             source = MirroredSource(source, [OffsetsTopicFollower(mirror, timeout_s)
@@ -90,17 +91,38 @@ def membership_factory(config: ExporterConfig, timeout_s: float
     return make
 
 
+def share_follower(source: OffsetSource, membership: HaMembership | None) -> HaMembership | None:
+    """--ha-group: the cluster's commit follower (if any) reads only the partitions of
+    __consumer_offsets its membership owns."""
+    from lag_exporter.commit_follower import FollowedSource
+
+    found: object = source
+    while not isinstance(found, FollowedSource) and hasattr(found, "inner"):
+        found = found.inner
+    if membership is not None and isinstance(found, FollowedSource) and found.follower.shared:
+        membership.followers.append(found.follower.follow)
+    return membership
+
+
 def make_fleet(config: ExporterConfig, make_source: Callable[[ClusterConfig], OffsetSource],
                one_shot: bool = False, timeout_s: float | None = None) -> Fleet:
     """one_shot (snapshot): no status, which needs the history of a running watch, and no
     HA group, which only a running watch joins."""
     make_membership = None if one_shot else membership_factory(
         config, config.timeout_s if timeout_s is None else timeout_s)
-    return Fleet([ClusterWatch(cluster, make_source(cluster), config.discovery_interval_s,
-                               estimates=Estimates(config.status_rules, judge_status=not one_shot),
-                               membership=None if make_membership is None
-                               else make_membership(cluster))
-                  for cluster in config.clusters], config.status_rules, make_membership,
+    def watch(cluster: ClusterConfig) -> ClusterWatch:
+        source = make_source(cluster)
+        membership = None if make_membership is None else make_membership(cluster)
+        return ClusterWatch(cluster, source, config.discovery_interval_s,
+                            estimates=Estimates(config.status_rules, judge_status=not one_shot),
+                            membership=share_follower(source, membership))
+
+    def membership_of(cluster: ClusterConfig, source: OffsetSource) -> HaMembership | None:
+        return share_follower(source, None if make_membership is None
+                              else make_membership(cluster))
+
+    return Fleet([watch(cluster) for cluster in config.clusters], config.status_rules,
+                 membership_of if make_membership is not None else None,
                  grid_s=None if make_membership is None else config.interval_s)
 
 
@@ -317,7 +339,8 @@ def make_service(
 ) -> Service:
     """Build a watch from config; load_config (if given) is called again on SIGHUP."""
     timeout_s = kafka_timeout(config)
-    make_source = source_factory(timeout_s, isolated=True, follow_commits=True)
+    make_source = source_factory(timeout_s, isolated=True, follow_commits=True,
+                                 shared=config.ha_group is not None)
     pipelines = make_pipelines(config)
     watch = Watch(make_fleet(config, make_source, timeout_s=timeout_s),
                   interval_s=config.interval_s, summary_every_s=summary_every_s,

@@ -89,8 +89,16 @@ class CommitFollower:
 
     def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
                  topic: str = OFFSETS_TOPIC,
-                 make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
+                 make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 shared: bool = False) -> None:
+        """shared (--ha-group): follow only the partitions given to follow() (those this
+        instance owns), not all of them."""
         self.cluster = cluster
+        self.shared = shared
+        self._wanted: set[int] = set()
+        """shared: the partitions to follow (set by the HA membership's thread)."""
+        self._assigned: set[int] = set()
+        """shared: the partitions the consumer is assigned (only the follower's thread)."""
         self.topic = topic
         self.timeout_s = timeout_s
         self.bootstrap = client_settings.get("bootstrap.servers", "?")
@@ -138,9 +146,10 @@ class CommitFollower:
             return f"no {self.where()} yet (no group has committed on this cluster)"
         numbers = sorted(described.partitions)
         self.partitions = len(numbers)
-        self._positions = dict.fromkeys(numbers, 0)
-        self._consumer.assign([KafkaTopicPartition(self.topic, n, OFFSET_BEGINNING)
-                               for n in numbers])
+        if not self.shared:  # shared: the thread assigns what follow() asks for
+            self._positions = dict.fromkeys(numbers, 0)
+            self._consumer.assign([KafkaTopicPartition(self.topic, n, OFFSET_BEGINNING)
+                                   for n in numbers])
         self._thread = threading.Thread(target=self._run, name=f"commits-{self.cluster}",
                                         daemon=True)
         self._thread.start()
@@ -153,6 +162,8 @@ class CommitFollower:
         store = self.store
         while not self._stop.is_set():
             try:
+                if self.shared:
+                    assignment = self._follow_wanted(consumer)
                 messages = consumer.consume(BATCH, 0.2)
                 positions = consumer.position(assignment)
             except (KafkaException, RuntimeError) as error:  # RuntimeError: closed meanwhile
@@ -168,9 +179,43 @@ class CommitFollower:
                     else:
                         self._on_error(problem)
                 for kafka_tp in positions:
-                    if kafka_tp.offset >= 0:
+                    if kafka_tp.offset >= 0 and kafka_tp.partition in self._positions:
                         self._positions[kafka_tp.partition] = kafka_tp.offset
                 self._changed.notify_all()
+
+    def follow(self, partitions: set[int]) -> None:
+        """shared: follow exactly these partitions from now on (from any thread; the
+        follower's thread assigns them before its next read)."""
+        with self._changed:
+            self._wanted = set(partitions)
+
+    def _follow_wanted(self, consumer: Consumer) -> list[KafkaTopicPartition]:
+        """shared: bring the consumer's assignment to the wanted partitions, in the follower's
+        thread (the only one using the consumer). An added partition is read from its
+        beginning; a removed one's groups are forgotten (read again if it comes back)."""
+        with self._changed:
+            wanted = set(self._wanted)
+        added, removed = wanted - self._assigned, self._assigned - wanted
+        if removed:
+            consumer.incremental_unassign([KafkaTopicPartition(self.topic, n)
+                                           for n in sorted(removed)])
+        if added:
+            consumer.incremental_assign([KafkaTopicPartition(self.topic, n, OFFSET_BEGINNING)
+                                         for n in sorted(added)])
+        if added or removed:
+            with self._changed:
+                for number in added | removed:
+                    self._positions.pop(number, None)
+                    self._live.discard(number)
+                for group in [g for g in self.store.commits
+                              if self.partition_of(g) in added | removed]:
+                    del self.store.commits[group]
+                self._positions.update(dict.fromkeys(added, 0))
+                self._changed.notify_all()
+            self._assigned = wanted
+            log.debug("cluster %s: following %d partitions of %s", self.cluster, len(wanted),
+                      self.topic)
+        return [KafkaTopicPartition(self.topic, n) for n in sorted(self._assigned)]
 
     def _on_error(self, error: KafkaError) -> None:
         why = describe_kafka_error(KafkaException(error))

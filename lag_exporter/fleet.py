@@ -28,7 +28,7 @@ from lag_exporter.status import StatusRules
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[ClusterConfig], OffsetSource]
-MembershipFactory = Callable[[ClusterConfig], HaMembership | None]
+MembershipFactory = Callable[[ClusterConfig, OffsetSource], HaMembership | None]
 
 
 class ClusterWatch:
@@ -235,8 +235,10 @@ class Fleet:
             else:
                 if existing:
                     existing.close()
-                membership = None if self.make_membership is None else self.make_membership(config)
-                updated.append(ClusterWatch(config, make_source(config), discovery_interval_s,
+                source = make_source(config)
+                membership = (None if self.make_membership is None
+                              else self.make_membership(config, source))
+                updated.append(ClusterWatch(config, source, discovery_interval_s,
                                             estimates=Estimates(self.status_rules),
                                             membership=membership))
         for gone in current.values():

@@ -67,6 +67,9 @@ def membership_settings(client_settings: Mapping[str, str], group: str,
         "session.timeout.ms": int(session_timeout_s * 1000),
         # The survivors learn of a rebalance at their next heartbeat: keep it short.
         "heartbeat.interval.ms": max(100, min(1000, int(session_timeout_s * 1000) // 10)),
+        # The rebalance timeout: how long a rebalance may wait for a member to rejoin (we poll
+        # every 0.2 s; the default 300 s would hold a rebalance up that long for a stuck one).
+        "max.poll.interval.ms": int(session_timeout_s * 3000),
         "enable.auto.commit": False, "enable.auto.offset.store": False,
         "auto.offset.reset": "latest", "allow.auto.create.topics": False,
         "enable.partition.eof": False,
@@ -95,6 +98,9 @@ class HaMembership:
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
         self.failure: str | None = None
+        self.followers: list[Callable[[set[int]], None]] = []
+        """Told the owned partitions of __consumer_offsets whenever they change (the commit
+        follower then reads only those); not called when the own topic decides."""
 
     def describe(self) -> str:
         return (f"HA group {self.group}: ownership decided by the partitions of {self.topic} "
@@ -204,6 +210,10 @@ class HaMembership:
         with self._lock:
             self._owned = (self._owned - removed) | added
             owned = len(self._owned)
+            partitions = set(self._owned)
+        if self.topic == OFFSETS_TOPIC:
+            for follow in self.followers:
+                follow(partitions)
         log.info("cluster %s: HA group %s: %s; owns %d of %d partitions of %s", self.cluster,
                  self.group, f"+{len(added)}" if added else f"-{len(removed)}", owned,
                  self.partitions, self.topic)
