@@ -357,6 +357,9 @@ def make_service(
 
         metrics.read_offsets_sources_from(lambda: [
             follower_state(c.source, len(c.sampler.groups)) for c in watch.fleet.clusters])
+        read_ha_from = getattr(metrics, "read_ha_from", None)  # lag_exporter_ha_owned_groups
+        if config.ha_group is not None and read_ha_from is not None:
+            read_ha_from(lambda: ha_shares(watch))
         health = Health(config.interval_s, oldest_undelivered=lambda: oldest_undelivered(watch))
         view = LagView()  # the page and /api/lag (top --from): latest rows and their history
         watch.sample_observers += [metrics.observe, health.observe, view.observe]
@@ -364,6 +367,18 @@ def make_service(
     if load_config is not None:
         watch.reload = lambda: reload(watch, config, load_config, make_source)
     return Service(watch, endpoint)
+
+
+def ha_shares(watch: Watch) -> list[tuple[str, str, str, int, int]]:
+    """--ha-group, for /metrics: per cluster (cluster, HA group, topic deciding ownership,
+    groups reported in the last sample, partitions owned now)."""
+    shares = []
+    for cluster in watch.fleet.clusters:
+        membership = cluster.membership
+        if membership is not None:
+            shares.append((cluster.name, membership.group, membership.topic,
+                           cluster.owned_groups, len(membership.owned()[0])))
+    return shares
 
 
 def reload(watch: Watch, running: ExporterConfig, load_config: Callable[[], ExporterConfig],
