@@ -150,6 +150,12 @@ class LagMetrics:
         with self._lock:
             self._followers_source = source
 
+    def read_ha_from(self, source: Callable[[], Sequence[tuple[str, str, str, int, int]]]
+                     ) -> None:
+        """--ha-group: per cluster (cluster, HA group, topic deciding ownership, groups
+        reported in the last sample, partitions owned now), read at every scrape."""
+        self.live_registry.register(_HaCollector(source))
+
     def observe_delivery(self, queued: int, dropped_total: int, failures_total: int) -> None:
         """Record the outbox depth and the running totals the delivery side keeps.
 
@@ -248,6 +254,27 @@ _LAG_FAMILIES = (
     ("lag_exporter_group_topic_status",
      "1 for the group x topic's status (OK, WARN or ERR) over the recent samples."),
 )
+
+
+class _HaCollector:
+    """--ha-group: this instance's share, read at every scrape."""
+
+    def __init__(self, source: Callable[[], Sequence[tuple[str, str, str, int, int]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        groups = GaugeMetricFamily(
+            "lag_exporter_ha_owned_groups",
+            "--ha-group: consumer groups this instance reported in the last sample (those of "
+            "the partitions it is assigned).", labels=("cluster_name", "ha_group"))
+        partitions = GaugeMetricFamily(
+            "lag_exporter_ha_owned_partitions",
+            "--ha-group: partitions of the topic deciding ownership assigned to this instance "
+            "now.", labels=("cluster_name", "ha_group", "topic"))
+        for cluster, ha_group, topic, owned_groups, owned_partitions in self._source():
+            groups.add_metric((cluster, ha_group), owned_groups)
+            partitions.add_metric((cluster, ha_group, topic), owned_partitions)
+        return [groups, partitions]
 
 
 def _label(value: str) -> str:

@@ -491,3 +491,12 @@ def test_samples_the_outbox_dropped_are_on_metrics_of_a_built_service() -> None:
     finally:
         service.watch.fleet.close()
         service.watch.outbox.close()
+
+
+def test_the_ha_share_is_a_gauge() -> None:
+    metrics = LagMetrics()
+    metrics.read_ha_from(lambda: [("c1", "exporters", "__consumer_offsets", 33, 17)])
+    text = metrics.render().decode()
+    assert 'lag_exporter_ha_owned_groups{cluster_name="c1",ha_group="exporters"} 33.0' in text
+    assert ('lag_exporter_ha_owned_partitions{cluster_name="c1",ha_group="exporters",'
+            'topic="__consumer_offsets"} 17.0') in text
