@@ -184,3 +184,35 @@ def test_three_instances_share_fail_over_and_spread_again(stack: Stack, tmp_path
     for key, times in found.items():
         tail = seconds_between(times, int(spread) + 1, int(end) - 1)
         assert tail == [float(s) for s in range(int(spread) + 1, int(end) - 1)], key
+
+
+def test_two_instances_reporting_the_same_groups_store_each_second_once(
+        stack: Stack, tmp_path: Path) -> None:
+    """The overlap of a rebalance, made to last: two instances in HA groups of their own both
+    report every group; ticks on the wall-clock grid give their documents the same ids."""
+    name = f"ha-{uuid.uuid4().hex[:8]}"
+    topic, index = f"{name}-topic", f"{name}-index"
+    groups = [f"{name}-g{n}" for n in range(5)]
+    create_topic(stack.source_bootstrap, topic, 1)
+    commit_groups(stack.source_bootstrap, groups, topic)
+    instances = [Instance(["--bootstrap-server", stack.source_bootstrap,
+                           *[a for g in groups for a in ("--group", g)],
+                           "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
+                           "--ha-group", f"{name}-{n}", "--spool-dir", str(tmp_path / f"s{n}")],
+                          tmp_path / f"instance{n}.log") for n in range(2)]
+    try:
+        wait_for(lambda: all(i.reporting() == len(groups) for i in instances), timeout=60,
+                 what="both instances reporting every group")
+        both = time.time() + 1
+        wait_for(lambda: time.time() > both + 8, timeout=15, what="8 s of both")
+    finally:
+        codes = [i.stop(signal.SIGTERM) for i in instances]
+    assert codes == [0, 0]
+    delivered = [int(m.group(1)) for i in instances
+                 if (m := re.search(r"\((?:\d+) ticks skipped, (\d+) delivered", i.log()))]
+    assert len(delivered) == 2 and min(delivered) >= 8  # both wrote every second
+    found = stamps(stack.es_url, index)  # ids unique
+    for key, times in found.items():
+        assert len(set(times)) == len(times), key
+        overlap = seconds_between(times, int(both) + 1, int(both) + 8)
+        assert overlap == [float(s) for s in range(int(both) + 1, int(both) + 8)], key
