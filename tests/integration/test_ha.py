@@ -25,7 +25,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
-from helpers import create_topic, doc_time, wait_for
+from helpers import create_topic, doc_time, free_port, metric_values, wait_for
 
 from stack.stackctl import Stack
 
@@ -42,6 +42,8 @@ class Instance:
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
+        self.port = free_port()
+        args = [*args, "--http-port", str(self.port), "--http-host", "127.0.0.1"]
         self._log = log_path.open("w")
         self.process = subprocess.Popen([sys.executable, "-m", "lag_exporter", "watch", *args],
                                         stdout=subprocess.DEVNULL, stderr=self._log,
@@ -54,6 +56,14 @@ class Instance:
         """The number of groups it reports, from its last "reporting K of N groups" line."""
         found = REPORTING.findall(self.log())
         return int(found[-1][0]) if found else None
+
+    def answered_from_the_follower(self) -> bool:
+        """Its last sample's committed offsets all came from the commit follower, which reads
+        only the partitions it owns (none through the Admin API)."""
+        name = "lag_exporter_offsets_source_groups"
+        topic = metric_values(self.port, name, source="topic")
+        admin = metric_values(self.port, name, source="admin")
+        return topic == [float(self.reporting() or 0)] and topic[0] > 0 and admin == [0.0]
 
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)
@@ -128,6 +138,8 @@ def test_three_instances_share_fail_over_and_spread_again(stack: Stack, tmp_path
             return all(c is not None and c > 0 for c in counts) and sum(
                 c or 0 for c in counts) == GROUPS
         wait_for(all_share, timeout=60, what="three instances sharing 100 groups")
+        wait_for(lambda: all(i.answered_from_the_follower() for i in instances), timeout=30,
+                 what="each instance's followed partitions answering for its groups")
         ready = time.time() + 2  # every instance samples its share from here on
         wait_for(lambda: time.time() > ready + 30, timeout=40, what="30 s of three instances")
 
@@ -151,6 +163,8 @@ def test_three_instances_share_fail_over_and_spread_again(stack: Stack, tmp_path
         # Phase 3: one more instance; the share spreads over three again.
         instances.append(start(3))
         wait_for(all_share, timeout=60, what="the share spread over three instances again")
+        wait_for(lambda: all(i.answered_from_the_follower() for i in instances), timeout=30,
+                 what="the followers answering again")
         spread = time.time() + 2
         wait_for(lambda: time.time() > spread + 10, timeout=20, what="10 s of three again")
         end = time.time()
@@ -189,7 +203,8 @@ def test_three_instances_share_fail_over_and_spread_again(stack: Stack, tmp_path
 def test_two_instances_reporting_the_same_groups_store_each_second_once(
         stack: Stack, tmp_path: Path) -> None:
     """The overlap of a rebalance, made to last: two instances in HA groups of their own both
-    report every group; ticks on the wall-clock grid give their documents the same ids."""
+    report every group; ticks on the wall-clock grid give their documents the same ids. One
+    follows __consumer_offsets, the other asks the Admin API (its own topic decides)."""
     name = f"ha-{uuid.uuid4().hex[:8]}"
     topic, index = f"{name}-topic", f"{name}-index"
     groups = [f"{name}-g{n}" for n in range(5)]
@@ -198,7 +213,8 @@ def test_two_instances_reporting_the_same_groups_store_each_second_once(
     instances = [Instance(["--bootstrap-server", stack.source_bootstrap,
                            *[a for g in groups for a in ("--group", g)],
                            "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
-                           "--ha-group", f"{name}-{n}", "--spool-dir", str(tmp_path / f"s{n}")],
+                           "--ha-group", f"{name}-{n}", "--spool-dir", str(tmp_path / f"s{n}"),
+                           "--offsets-source", ("topic", "admin")[n]],
                           tmp_path / f"instance{n}.log") for n in range(2)]
     try:
         wait_for(lambda: all(i.reporting() == len(groups) for i in instances), timeout=60,
@@ -208,6 +224,10 @@ def test_two_instances_reporting_the_same_groups_store_each_second_once(
     finally:
         codes = [i.stop(signal.SIGTERM) for i in instances]
     assert codes == [0, 0]
+    # The Admin API instance's share is decided by a topic of its own, created for it.
+    assert f"created topic lag-exporter-ha.{name}-1 (50 partitions)" in instances[1].log()
+    assert f"partitions of lag-exporter-ha.{name}-1 assigned" in instances[1].log()
+    assert "partitions of __consumer_offsets assigned" in instances[0].log()
     delivered = [int(m.group(1)) for i in instances
                  if (m := re.search(r"\((?:\d+) ticks skipped, (\d+) delivered", i.log()))]
     assert len(delivered) == 2 and min(delivered) >= 8  # both wrote every second
