@@ -21,7 +21,8 @@ for --seconds after it is ready and a short warm-up:
 Measured per tool, over the window only: CPU % of one core (utime+stime from /proc/<pid>/stat,
 summed over the tool's process and all its descendants, exited children included through
 cutime+cstime), RSS (max over the window of VmRSS summed over those processes), latency p50/p99,
-ticks that could not be driven on time, and agreement: each tool's partition lags against
+ticks that could not be driven on time (for lag-exporter: also the seconds of the window
+without a sample), and agreement: each tool's partition lags against
 `kafka-consumer-groups --describe` on a few groups and against the lags the estate was built
 with on every partition. The machine is shared: its load average and busy % are recorded per
 tool; the numbers compare tools within one run. Never stops or starts a stack component.
@@ -357,12 +358,16 @@ def run_tool(tool: Tool, seconds: int, workdir: Path, references: dict[str, Lags
         result.update(
             window_s=round(t1 - t0, 1), cpu_pct=100 * (cpu_end - cpu_start) / (t1 - t0),
             cpu_s=cpu_end - cpu_start, rss_max_kb=max(rss), rss_end_kb=rss[-1],
+            rss_mb_every_10s=[round(kb / 1024) for kb in rss[::10]],
             latencies_s=latencies, ticks_missed=missed,
             load_before=[round(x, 2) for x in load_before],
             load_after=[round(x, 2) for x in os.getloadavg()],
             machine=scale.machine_load(ticks_before, scale.cpu_ticks()))
         if tool.sample_log is not None:
-            result["sample_durations_s"] = sample_durations(log_path, log_start, log_end)
+            durations = sample_durations(log_path, log_start, log_end)
+            result["sample_durations_s"] = durations
+            # lag-exporter's own ticks: a sample that overruns makes it skip the next tick.
+            result["ticks_missed"] = max(missed, round(t1 - t0) - len(durations))
         lags = tool.lags()
         result["agreement"] = {name: agreement(lags, reference)
                                for name, reference in references.items()}
