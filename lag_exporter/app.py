@@ -391,9 +391,10 @@ def reload(watch: Watch, running: ExporterConfig, load_config: Callable[[], Expo
         return
     if (new.elasticsearch != running.elasticsearch or new.opensearch != running.opensearch
             or new.cloudwatch != running.cloudwatch or new.interval_s != running.interval_s
-            or new.status_rules != running.status_rules):
-        log.warning("config reload: sink (Elasticsearch, OpenSearch, CloudWatch), interval and "
-                    "status changes need a restart")
+            or new.status_rules != running.status_rules or new.ha_group != running.ha_group
+            or new.ha_session_timeout_s != running.ha_session_timeout_s):
+        log.warning("config reload: sink (Elasticsearch, OpenSearch, CloudWatch), interval, "
+                    "status and HA group changes need a restart")
     watch.fleet.reconfigure(new.clusters, make_source, new.discovery_interval_s)
     log.info("config reloaded: %d cluster(s): %s", len(new.clusters),
              ", ".join(c.name for c in new.clusters))
