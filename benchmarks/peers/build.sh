@@ -49,7 +49,7 @@ for line in "${peers[@]}"; do
   read -r name slug tag commit package <<<"$line"
   if [[ ${#wanted[@]} -gt 0 && ! " ${wanted[*]} " =~ " $name " ]]; then continue; fi
   git_dir=$(git_dir_for "$name" "$slug")
-  found=$(git --git-dir="$git_dir" rev-parse "$tag^{commit}" 2>/dev/null || true)
+  found=$(git --git-dir="$git_dir" rev-parse --verify -q "$tag^{commit}" || true)
   if [[ "$found" != "$commit" ]]; then
     echo "build.sh: $slug $tag is '${found:-missing}' in $git_dir, expected $commit" >&2
     exit 1
