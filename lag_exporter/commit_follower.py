@@ -355,11 +355,9 @@ class FollowedSource:
         asked = self.inner.high_watermarks([TopicPartition(follower.topic, p)
                                             for p in partitions])
         ends = {tp.partition: end for tp, end in asked.items() if isinstance(end, int)}
-        if not ends and asked:
-            # The cluster does not answer: asking each group again would only add timeouts.
-            failure = next(e for e in asked.values() if isinstance(e, SourceError))
-            self.topic_groups = self.admin_groups = 0
-            return dict.fromkeys(groups, failure)
+        # Partitions whose end offset could not be read (a broker restarting, leaders moving)
+        # leave their groups to the Admin API below, as before the follower: the groups'
+        # own answers say whether the cluster is down (refused connections fail fast).
         found = follower.committed_offsets(groups, ends)
         self.behind_partitions = len({follower.partition_of(g) for g, o in found.items()
                                       if o is None})
