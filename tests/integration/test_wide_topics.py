@@ -59,7 +59,11 @@ def wide_group(stack: Stack) -> Iterator[WideGroup]:
         assert len(lags) == PARTITIONS and len(set(lags.values())) > 1
         yield WideGroup(topic, group, lags)
     finally:  # 1,200 partitions weigh on the shared broker: not left behind
-        AdminClient({"bootstrap.servers": stack.source_bootstrap}).delete_topics([topic])
+        # Waited for: a dropped AdminClient never sent the request, and eight 1,200-partition
+        # topics made every later broker restart take over a minute.
+        deleting = AdminClient({"bootstrap.servers": stack.source_bootstrap}).delete_topics([topic])
+        for future in deleting.values():
+            future.result(timeout=60)
 
 
 def write_config(path: Path, stack: Stack, server: SearchServer, index: str, shape: str,
