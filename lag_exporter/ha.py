@@ -66,7 +66,7 @@ def membership_settings(client_settings: Mapping[str, str], group: str,
         "partition.assignment.strategy": ASSIGNOR,
         "session.timeout.ms": int(session_timeout_s * 1000),
         # The survivors learn of a rebalance at their next heartbeat: keep it short.
-        "heartbeat.interval.ms": max(100, min(1000, int(session_timeout_s * 1000) // 10)),
+        "heartbeat.interval.ms": max(100, min(1000, int(session_timeout_s * 1000) // 20)),
         # The rebalance timeout: how long a rebalance may wait for a member to rejoin (we poll
         # every 0.2 s; the default 300 s would hold a rebalance up that long for a stuck one).
         "max.poll.interval.ms": int(session_timeout_s * 3000),

@@ -75,7 +75,7 @@ def test_membership_settings_never_commit_and_use_the_cooperative_assignor() -> 
     assert settings["partition.assignment.strategy"] == ASSIGNOR == "cooperative-sticky"
     assert settings["enable.auto.commit"] is False
     assert settings["session.timeout.ms"] == 6000
-    assert settings["heartbeat.interval.ms"] == 600
+    assert settings["heartbeat.interval.ms"] == 300
     assert settings["max.poll.interval.ms"] == 18000
     assert "stats_cb" not in settings
     assert ha_topic("ha") == "lag-exporter-ha.ha"
