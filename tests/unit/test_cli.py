@@ -138,7 +138,7 @@ def test_watch_and_top_share_their_sampling_options() -> None:
     watch_options = {p.name for p in cli.commands["watch"].params}
     top_options = {p.name for p in cli.commands["top"].params}
     only_watch = {"summary_s", "spool_dir", "spool_max_mb", "memory_max_mb", "http_port",
-                  "http_host"}
+                  "http_host", "ha_group", "ha_session_timeout_s"}
     assert top_options == (watch_options - only_watch) | {"from_url"}
 
 

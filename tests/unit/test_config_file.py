@@ -250,6 +250,7 @@ def test_control_characters_from_the_file_stay_on_one_line(tmp_path: Path) -> No
 VALID: dict[str, Any] = {
     "interval": 1, "timeout": 10, "discovery_interval": 30, "spool_dir": "spool",
     "spool_max_mb": 100, "memory_max_mb": 10, "http_host": "127.0.0.1", "http_port": 9308,
+    "ha_group": "lag-exporters", "ha_session_timeout": 10,
     "elasticsearch": {
         "urls": ["http://es:9200"], "index": "consumer_lag", "username": "u", "password": "p",
         "password_file": "es-password", "api_key": "k", "api_key_file": "es-password",
