@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,8 +97,13 @@ def test_the_config_file_sets_the_ha_group(tmp_path: Path) -> None:
 
 
 def test_a_bad_ha_group_flag_is_one_line() -> None:
-    result = CliRunner().invoke(cli, ["watch", "--bootstrap-server", "k:9092", "--group", "a",
-                                      "--ha-group", "a/b"])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:  # the command sets up logging for the process: later tests must not see it
+        result = CliRunner().invoke(cli, ["watch", "--bootstrap-server", "k:9092", "--group",
+                                          "a", "--ha-group", "a/b"])
+    finally:
+        root.handlers[:], root.level = handlers, level
     assert result.exit_code != 0
     assert "--ha-group must be 1 to 200 of the characters" in result.output
     assert "Traceback" not in result.output
