@@ -61,8 +61,8 @@ def wide_group(stack: Stack) -> Iterator[WideGroup]:
     finally:  # 1,200 partitions weigh on the shared broker: not left behind
         # Waited for: a dropped AdminClient never sent the request, and eight 1,200-partition
         # topics made every later broker restart take over a minute.
-        deleting = AdminClient({"bootstrap.servers": stack.source_bootstrap}).delete_topics([topic])
-        for future in deleting.values():
+        admin = AdminClient({"bootstrap.servers": stack.source_bootstrap})  # kept until done
+        for future in admin.delete_topics([topic]).values():
             future.result(timeout=60)
 
 
