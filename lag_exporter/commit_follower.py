@@ -37,7 +37,7 @@ from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import describe_kafka_error
 from lag_exporter.model import GroupOffsets, TopicPartition
 from lag_exporter.offsets_topic import CommitStore, FollowerState, offsets_partition_of
-from lag_exporter.sampler import OffsetSource
+from lag_exporter.sampler import OffsetSource, WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class CommitFollower:
             self._consumer = None
 
 
-class FollowedSource:
+class FollowedSource(WrappedSource):
     """An OffsetSource answering committed offsets from a CommitFollower (see the module's
     docstring); everything else goes to the wrapped Admin API source."""
 
@@ -297,8 +297,7 @@ class FollowedSource:
         connection (a first sample longer than the interval skipped a tick at start-up)."""
         if mode not in ("auto", "topic"):
             raise ValueError(f"offsets source mode {mode!r}: expected auto or topic")
-        self.inner = inner
-        self.cluster = inner.cluster
+        super().__init__(inner)
         self.follower = follower
         self.mode = mode
         self._clock = clock
@@ -427,24 +426,6 @@ class FollowedSource:
         if not self.follower.running:
             return ()
         return self.follower.commit_history(group, partition)
-
-    def group_members(self, groups: Sequence[str]
-                      ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
-        return self.inner.group_members(groups)
-
-    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
-        return self.inner.topic_partitions(topics)
-
-    def high_watermarks(self, partitions: Sequence[TopicPartition]
-                        ) -> dict[TopicPartition, int | SourceError]:
-        return self.inner.high_watermarks(partitions)
-
-    def list_groups(self) -> list[str] | SourceError:
-        return self.inner.list_groups()
-
-    def record_times(self, requests: Mapping[TopicPartition, int]
-                     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
-        return self.inner.record_times(requests)
 
     def close(self) -> None:
         if self._opening is not None:  # let it finish, so that close() finds what it made

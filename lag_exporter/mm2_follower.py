@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
@@ -22,7 +22,7 @@ from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import describe_kafka_error
 from lag_exporter.mm2 import MirrorPositions, MirrorSettings
 from lag_exporter.model import GroupOffsets, TopicPartition
-from lag_exporter.sampler import OffsetSource
+from lag_exporter.sampler import OffsetSource, WrappedSource
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,14 @@ class OffsetsTopicFollower:
             self._consumer = None
 
 
-class MirroredSource:
+class MirroredSource(WrappedSource):
     """A source cluster's OffsetSource that also answers its mirrors' labels as groups: their
     positions from the followers, no members (a mirror whose position stops while records
     arrive becomes STOP after the threshold, as a memberless group). Everything else goes to
     the cluster's own source."""
 
     def __init__(self, inner: OffsetSource, followers: Sequence[OffsetsTopicFollower]) -> None:
-        self.inner = inner
-        self.cluster = inner.cluster
+        super().__init__(inner)
         self.followers = {f.mirror.label: f for f in followers}
 
     def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
@@ -193,20 +192,6 @@ class MirroredSource:
             if group in self.followers:
                 answers[group] = (MIRROR_STATE, frozenset())
         return answers
-
-    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
-        return self.inner.topic_partitions(topics)
-
-    def high_watermarks(self, partitions: Sequence[TopicPartition]
-                        ) -> dict[TopicPartition, int | SourceError]:
-        return self.inner.high_watermarks(partitions)
-
-    def list_groups(self) -> list[str] | SourceError:
-        return self.inner.list_groups()
-
-    def record_times(self, requests: Mapping[TopicPartition, int]
-                     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
-        return self.inner.record_times(requests)
 
     def close(self) -> None:
         try:

@@ -54,6 +54,39 @@ class OffsetSource(Protocol):
     def close(self) -> None: ...
 
 
+class WrappedSource:
+    """An OffsetSource that changes part of another's answers (the MirrorMaker 2 and the
+    `__consumer_offsets` followers): whatever a subclass does not override goes to `inner`."""
+
+    def __init__(self, inner: OffsetSource) -> None:
+        self.inner = inner
+        self.cluster = inner.cluster
+
+    def committed_offsets(self, groups: Sequence[str]) -> dict[str, GroupOffsets | SourceError]:
+        return self.inner.committed_offsets(groups)
+
+    def group_members(self, groups: Sequence[str]
+                      ) -> dict[str, tuple[str, frozenset[TopicPartition]] | SourceError]:
+        return self.inner.group_members(groups)
+
+    def topic_partitions(self, topics: Sequence[str]) -> dict[str, list[int] | SourceError]:
+        return self.inner.topic_partitions(topics)
+
+    def high_watermarks(self, partitions: Sequence[TopicPartition]
+                        ) -> dict[TopicPartition, int | SourceError]:
+        return self.inner.high_watermarks(partitions)
+
+    def list_groups(self) -> list[str] | SourceError:
+        return self.inner.list_groups()
+
+    def record_times(self, requests: Mapping[TopicPartition, int]
+                     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        return self.inner.record_times(requests)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass
 class _Membership:
     """The slowly changing part of a sample, refreshed per group every `metadata_refresh_s`."""
