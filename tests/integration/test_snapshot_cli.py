@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from elasticsearch import Elasticsearch
 from helpers import (
     commit,
@@ -217,3 +218,30 @@ def test_global_options_work_after_the_subcommand(stack: Stack) -> None:
     lines = logged.stderr.splitlines()
     assert lines[-1].startswith("lag-exporter: error: no answer from Kafka")
     assert lines[:-1] and all(json.loads(line)["level"] for line in lines[:-1]), lines
+
+
+def test_lag_seconds_of_a_lagging_partition_is_the_age_of_the_record_at_the_commit(
+    stack: Stack, unique_name: str
+) -> None:
+    """A snapshot has no history: it must read the CreateTime of the record at the committed
+    offset from the broker (issue 11), not print 0 or nothing for a partition behind."""
+    topic, group = f"secs.{unique_name}", f"secs-{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 2)
+    now_ms = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": stack.source_bootstrap})
+    for n in range(10):  # partition 0: records stamped 100 s ago, 99 s ago, ... 91 s ago
+        producer.produce(topic, value=b"x", partition=0, timestamp=now_ms - (100 - n) * 1000)
+    producer.produce(topic, value=b"x", partition=1, timestamp=now_ms - 50_000)
+    assert producer.flush(30) == 0
+    commit(stack.source_bootstrap, group, {(topic, 0): 3, (topic, 1): 1})  # p0 at the -97 s one
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", group, "--format", "tsv")
+    assert done.returncode == 0, done.stderr
+    header, *rows = [line.split("\t") for line in done.stdout.splitlines()]
+    seconds_column = header.index("LAG-SECONDS")
+    by_partition = {int(row[2]): row for row in rows}
+    assert by_partition[0][5] == "7"
+    age = float(by_partition[0][seconds_column])
+    # the record's age when the snapshot ran: 97 s at the commit, plus the seconds since then
+    assert 97.0 <= age <= 97.0 + (time.time() * 1000 - now_ms) / 1000 + 1.0, age
+    assert (by_partition[1][5], by_partition[1][seconds_column]) == ("0", "0.0")  # caught up
