@@ -14,9 +14,15 @@ it is:
     value null         a tombstone: the offset was deleted (--delete-offsets, group deleted,
                        topic deleted, offsets expired)
 
-    key version 2      group metadata (classic protocol): not an offset, skipped
+    key version 2      group metadata (classic protocol, written at each generation and when
+                       the group empties or is deleted): not an offset
     key version 3-23   the records of Kafka 4's consumer, share and streams groups (members,
-                       assignments, regular expressions, topologies): skipped
+                       assignments, regular expressions, topologies): not offsets
+
+Key versions 2 to 23 are membership records: every one of their keys starts with the group id
+(an int16-length string; GroupMetadataKey's "group", the others' "GroupId", in Kafka 3.9.1's and
+4.1.1's schemas), the only part read of them. CommitStore counts them per group, so that a
+group description can be reused until its group writes one (commit_follower.py).
 
 Strings are int16-length UTF-8 (compact strings in flexible versions: unsigned varint length + 1).
 A version this module does not know is skipped and counted, never guessed at; bytes that do not
@@ -171,6 +177,19 @@ def decode_key(key: bytes | None) -> tuple[str, TopicPartition] | str:
     return group, TopicPartition(topic, partition)
 
 
+def membership_group(key: bytes) -> str | None:
+    """The group id of a membership record's key (key version 2 to 23), or None when the key
+    is not one or its group does not parse. The rest of the key (member id, topic) and the value
+    are not read."""
+    version = key_version(key)
+    if version != GROUP_METADATA_KEY_VERSION and version not in GROUP_PROTOCOL_KEY_VERSIONS:
+        return None
+    try:
+        return _Reader(key, 2).string()
+    except Undecodable:
+        return None
+
+
 def decode_value(value: bytes) -> CommitValue | str:
     """An OffsetCommitValue of version 0 to 4, or why it is not one."""
     if len(value) < 2:
@@ -269,6 +288,11 @@ class CommitStore:
         self.value_versions: Counter[int] = Counter()
         """Offset commits read per value version (which format the brokers write)."""
         self._keys: dict[bytes, tuple[str, TopicPartition] | str] = {}
+        self._membership: dict[str, int] = {}
+        """Per group, the number (in self.records) of its last membership record."""
+        self._membership_floor = 0
+        """What membership_seen says of a group not in _membership (raised when it is
+        cleared, so that no answer ever goes back)."""
 
     def add(self, key: bytes | None, value: bytes | None) -> None:
         self.records += 1
@@ -280,6 +304,8 @@ class CommitStore:
                 self._keys[key] = decoded_key
         if isinstance(decoded_key, str):
             self.skipped[decoded_key] += 1
+            if key is not None and decoded_key in (GROUP_METADATA, GROUP_PROTOCOL_RECORD):
+                self._membership_record(key)
             return
         group, partition = decoded_key
         if value is None:
@@ -295,6 +321,23 @@ class CommitStore:
             self._forget(group, partition)
             return
         self._remember(group, partition, decoded_value.offset, decoded_value.commit_timestamp_ms)
+
+    def _membership_record(self, key: bytes) -> None:
+        group = membership_group(key)
+        if group is None:
+            return
+        if len(self._membership) >= KEYS_REMEMBERED and group not in self._membership:
+            # Bounded like _keys (ephemeral groups come and go): forgetting them all at once
+            # makes every group look changed, never unchanged.
+            self._membership.clear()
+            self._membership_floor = self.records
+        self._membership[group] = self.records
+
+    def membership_seen(self, group: str) -> int:
+        """A number that grows with each membership record read for the group (joins, leaves,
+        rebalances, assignments, deletion) and never goes back: equal at two moments means no
+        such record was read in between."""
+        return self._membership.get(group, self._membership_floor)
 
     def apply(self, commit: OffsetCommit) -> None:
         """A decoded record (tests, tools); add() is the fast path for raw records."""
