@@ -6,94 +6,107 @@ librdkafka 2.16 can abort() the whole process on the error path of coordinator a
 #4605, #3663; fix proposed in #5397). We saw it here by stopping the source broker under a 1 s
 watch. Python cannot catch an abort, so KafkaSource runs in a child process: when the child dies
 the affected sample reports the cluster as failing and the next one starts a fresh child.
+The child is a plain `python -m lag_exporter.kafka_child` (see there what it imports, how it gets
+its settings and why it dies with this process).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
-import multiprocessing
-import signal
+import os
+import site
+import socket
+import subprocess
+import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
+import lag_exporter
 from lag_exporter.errors import SourceError
-from lag_exporter.gc_tuning import relax_gc
+from lag_exporter.kafka_child import answer_from_wire, request_to_wire
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 log = logging.getLogger(__name__)
 
-_SPAWN = multiprocessing.get_context("spawn")  # no fork: the parent runs threads
+
+def _child_environment() -> dict[str, str]:
+    """The parent's environment, plus the directory lag_exporter comes from when that is not a
+    site directory (a source tree or PYTHONPATH), so that the child runs the same code."""
+    environment = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lag_exporter.__file__)))
+    site_directories = [*site.getsitepackages(), site.getusersitepackages()]
+    if root not in site_directories:
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [root, *filter(None, [environment.get("PYTHONPATH")])])
+    return environment
 
 
-# Over the pipe, partitions travel as plain tuples: (un)pickling a NamedTuple runs Python code
-# per item, and there are ~25,000 per sample at scale. High watermarks come back as a list of
-# values in the order asked for, so the parent reuses its own TopicPartition keys.
-def _request_to_wire(method: str, keys: list[Any]) -> list[Any]:
-    if method == "high_watermarks":
-        return [tuple(tp) for tp in keys]
-    if method == "record_times":  # keys: (partition, offset) pairs
-        return [(tp.topic, tp.partition, offset) for tp, offset in keys]
-    return keys
+class ChildProcess:
+    """One Kafka client process (kafka_child.py): a plain interpreter started with the socket it
+    answers on and a lifeline pipe; no multiprocessing, whose spawn re-imports the parent's
+    __main__ (the whole CLI) and starts a third interpreter, its resource tracker."""
 
-
-def _to_wire(method: str, keys: list[Any], answer: Any) -> Any:
-    if method == "high_watermarks":
-        missing = SourceError("Kafka's answer left this partition out")
-        return [answer.get(tp, missing) for tp in keys]
-    if method == "record_times":
-        missing = SourceError("Kafka's answer left this partition out")
-        return [answer.get(TopicPartition(topic, partition), missing)
-                for topic, partition, _ in keys]
-    if method == "committed_offsets":
-        return {group: offsets if isinstance(offsets, SourceError) else
-                {tuple(tp): offset for tp, offset in offsets.committed_offsets.items()}
-                for group, offsets in answer.items()}
-    return answer
-
-
-def _from_wire(method: str, keys: list[Any], answer: Any) -> Any:
-    if method in ("high_watermarks", "record_times"):
-        return dict(zip(keys, answer, strict=True))
-    if method == "committed_offsets":
-        return {group: offsets if isinstance(offsets, SourceError) else
-                GroupOffsets(group, {TopicPartition._make(tp): o for tp, o in offsets.items()})
-                for group, offsets in answer.items()}
-    return answer
-
-
-def _serve(conn: Connection, cluster: str, settings: dict[str, str], timeout_s: float) -> None:
-    """The child: answer method calls until the parent closes the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from lag_exporter.kafka_source import KafkaSource
-
-    source = KafkaSource(cluster, settings, timeout_s)
-    relax_gc()
-    while True:
+    def __init__(self, cluster: str, settings: dict[str, str], timeout_s: float) -> None:
+        parent_end, child_end = socket.socketpair()
+        lifeline_read, self._lifeline = os.pipe()  # the child exits when this end closes
         try:
-            method, args = conn.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        try:
-            answer = getattr(source, method)(*args)
-            conn.send(_to_wire(method, args[0], answer) if args else answer)
-        except Exception as error:  # one bad call must not end the child
-            conn.send(SourceError(f"{type(error).__name__}: {error}"))
+            child_fds = (child_end.fileno(), lifeline_read)
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "lag_exporter.kafka_child", *map(str, child_fds)],
+                pass_fds=child_fds, stdin=subprocess.DEVNULL, env=_child_environment())
+            self.conn = Connection(parent_end.detach())
+            # Secrets travel on the socket, never on argv or in the environment. Sent while this
+            # process still holds the child's end, so this never fails even if the child died.
+            self.conn.send((cluster, settings, timeout_s))
+        except BaseException:
+            parent_end.close()
+            os.close(self._lifeline)
+            raise
+        finally:
+            child_end.close()
+            os.close(lifeline_read)
+        self.pid = self._popen.pid
+        self._closed = False
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while running; negative: the signal that ended it (as multiprocessing says)."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self._popen.kill()  # a caller blocked on the socket sees EOF at once
+
+    def close(self) -> None:
+        """Kill the child (it holds no state worth a clean exit), reap it, close our ends."""
+        if self._closed:  # twice would close a file descriptor number reused since
+            return
+        self._closed = True
+        self.kill()
+        self.join(timeout=2)
+        self.conn.close()
+        os.close(self._lifeline)
 
 
 _OPEN_SOURCES: weakref.WeakSet[IsolatedKafkaSource] = weakref.WeakSet()
 
 
-@atexit.register  # after multiprocessing's own exit handler is registered, so it runs first
+@atexit.register
 def _close_open_sources() -> None:
-    """The child ignores SIGTERM, so multiprocessing's exit handler, which terminates daemon
-    children and then joins them, would wait forever for a child whose source was not closed
-    (seen: a log line failing with BrokenPipeError during shutdown skipped the fleet's close and
-    the process never exited). Kill them here."""
+    """Kill the children at exit, even mid-request (the lifeline would end them too, but only
+    once this process is gone; seen: a log line failing with BrokenPipeError during shutdown
+    skipped the fleet's close)."""
     for source in list(_OPEN_SOURCES):
         source.close()
 
@@ -105,8 +118,7 @@ class IsolatedKafkaSource:
         self.cluster = cluster
         self.timeout_s = timeout_s
         self._settings = dict(client_settings)
-        self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._process: ChildProcess | None = None
         self._closed = False
         self.restarts = 0
         _OPEN_SOURCES.add(self)
@@ -149,12 +161,8 @@ class IsolatedKafkaSource:
 
     def _stop_child(self) -> None:
         if self._process is not None:
-            if self._process.is_alive():
-                self._process.kill()  # a caller blocked on the pipe sees EOF at once
-            self._process.join(timeout=2)
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
+            self._process.close()
+        self._process = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -163,12 +171,12 @@ class IsolatedKafkaSource:
         if not keys:
             return {}
         try:
-            answer = self._call(method, _request_to_wire(method, keys))
+            answer = self._call(method, request_to_wire(method, keys))
         except SourceError as error:
             return {key: error for key in keys}
         if isinstance(answer, SourceError):
             return {key: answer for key in keys}
-        result: dict[Any, Any] = _from_wire(method, keys, answer)
+        result: dict[Any, Any] = answer_from_wire(method, keys, answer)
         return result
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -195,15 +203,9 @@ class IsolatedKafkaSource:
             raise SourceError(f"Kafka client of cluster {self.cluster} is closed")
         if self._process is not None and not self._process.is_alive():
             self._restart(f"died (exit code {self._process.exitcode})")
-        if self._conn is None or self._process is None:
-            parent_end, child_end = _SPAWN.Pipe()
-            process = _SPAWN.Process(target=_serve, name=f"kafka-{self.cluster}", daemon=True,
-                                     args=(child_end, self.cluster, self._settings,
-                                           self.timeout_s))
-            process.start()
-            child_end.close()
-            self._process, self._conn = process, parent_end
-        return self._conn
+        if self._process is None:
+            self._process = ChildProcess(self.cluster, self._settings, self.timeout_s)
+        return self._process.conn
 
     def _restart(self, why: str) -> None:
         log.warning("Kafka client process of cluster %s %s; starting a new one", self.cluster, why)

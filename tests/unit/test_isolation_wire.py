@@ -4,18 +4,19 @@ import pickle
 from typing import Any
 
 from lag_exporter.errors import SourceError
-from lag_exporter.isolation import _from_wire, _request_to_wire, _to_wire
+from lag_exporter.kafka_child import answer_from_wire, answer_to_wire, request_to_wire
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 
 def round_trip(method: str, keys: list[Any], answer: Any) -> Any:
     """keys: what the parent asks about; answer: what KafkaSource says in the child."""
-    request = pickle.loads(pickle.dumps(_request_to_wire(method, keys)))
-    return _from_wire(method, keys, pickle.loads(pickle.dumps(_to_wire(method, request, answer))))
+    request = pickle.loads(pickle.dumps(request_to_wire(method, keys)))
+    answer = pickle.loads(pickle.dumps(answer_to_wire(method, request, answer)))
+    return answer_from_wire(method, keys, answer)
 
 
 def test_partitions_are_sent_as_plain_tuples() -> None:
-    request = _request_to_wire("high_watermarks", [TopicPartition("t", 0)])
+    request = request_to_wire("high_watermarks", [TopicPartition("t", 0)])
     assert request == [("t", 0)] and type(request[0]) is tuple
 
 
