@@ -495,6 +495,31 @@ def _group_failures(groups: Iterable[GroupLag], limit: int = 3) -> str:
     return text
 
 
+def _unknown_partitions(groups: Iterable[GroupLag]) -> dict[tuple[str, str, str], int]:
+    """(cluster, group, topic) -> partitions with a commit but no end offset, where any."""
+    unknown: dict[tuple[str, str, str], int] = {}
+    for group_lag in groups:
+        for p in group_lag.partitions:
+            if p.committed_offset is not None and p.high_watermark is None:
+                key = (group_lag.cluster, group_lag.group, p.topic)
+                unknown[key] = unknown.get(key, 0) + 1
+    return unknown
+
+
+def _lasting_unknown(unknown_since: dict[tuple[str, str, str], tuple[float, int]], now: float,
+                     limit_s: float, shown: int = 3) -> str | None:
+    """One line naming the group x topics whose unknown partitions outlasted the limit."""
+    lasting = sorted((key, now - since, count) for key, (since, count) in unknown_since.items()
+                     if now - since > limit_s)
+    if not lasting:
+        return None
+    named = "; ".join(f"cluster {cluster} group {group} topic {topic}: {count} partition(s) "
+                      f"without end offset for {age:.1f} s"
+                      for (cluster, group, topic), age, count in lasting[:shown])
+    more = f"; and {len(lasting) - shown} more" if len(lasting) > shown else ""
+    return f"lag not fully known (limit {limit_s:.1f} s): {named}{more}"
+
+
 class Health:
     """Healthy while the last successful sample is recent and delivery keeps up.
 
@@ -507,6 +532,10 @@ class Health:
     Delivery: with `oldest_undelivered` (wall-clock time of the oldest sample not yet in the
     sink), it is also unhealthy while that sample is older than `delivery_limit_s`
     (max(5 x interval, 10 s)): samples that pile up are not being exported.
+
+    Unknown partitions: a group x topic whose end offsets stay unreadable for some partitions
+    (offline partition, leader gone) is written without totals; once that has lasted longer
+    than the same limit as failing groups, health says so: its lag is not being reported.
     """
 
     def __init__(
@@ -526,14 +555,21 @@ class Health:
         self._last_at = 0.0
         self._last_success_at: float | None = None
         self._pending_since: dict[str, float] = {}
+        self._unknown_since: dict[tuple[str, str, str], tuple[float, int]] = {}
+        """(cluster, group, topic) -> (since when, how many partitions) of partitions whose
+        end offset is unknown."""
 
     def observe(self, sample: Sample) -> None:
         now = self._clock()
+        unknown = _unknown_partitions(sample.groups)
         with self._lock:
             self._last = sample
             self._last_at = now
             self._pending_since = {cluster: self._pending_since.get(cluster, now)
                                    for cluster in sample.pending_clusters}
+            self._unknown_since = {
+                key: (self._unknown_since.get(key, (now, 0))[0], count)
+                for key, count in unknown.items()}
             if not any(g.error for g in sample.groups) and not sample.pending_clusters:
                 self._last_success_at = now
 
@@ -542,6 +578,7 @@ class Health:
         with self._lock:
             last, last_at, success_at = self._last, self._last_at, self._last_success_at
             pending_since = dict(self._pending_since)
+            unknown_since = dict(self._unknown_since)
         if last is None:
             return False, "no sample yet"
         now = self._clock()
@@ -563,6 +600,9 @@ class Health:
                            "sampling has stalled")
         if delivery:
             return False, delivery
+        unknown = _lasting_unknown(unknown_since, now, self.limit_s)
+        if unknown:
+            return False, unknown
         return True, "ok"
 
     def _delivery_problem(self) -> str | None:

@@ -500,3 +500,39 @@ def test_the_ha_share_is_a_gauge() -> None:
     assert 'lag_exporter_ha_owned_groups{cluster_name="c1",ha_group="exporters"} 33.0' in text
     assert ('lag_exporter_ha_owned_partitions{cluster_name="c1",ha_group="exporters",'
             'topic="__consumer_offsets"} 17.0') in text
+
+
+def test_health_fails_once_unknown_partitions_outlast_the_limit_and_recovers() -> None:
+    """Issue 10: a group x topic whose end offsets stay unreadable is written without totals;
+    health must not keep saying ok about it."""
+    clock = FakeClock()
+    health = Health(1.0, clock=clock)
+    whole = group("g", part("t", 0, 1, 2), part("t", 1, 1, 2), part("u", 0, 1, 2))
+    holed = group("g", part("t", 0, 1, 2), part("t", 1, 1, None), part("u", 0, 1, 2))
+    health.observe(sample(whole))
+    for _ in range(4):  # 0, 1, 2, 3 s: within the limit, one bad tick is no verdict
+        health.observe(sample(holed))
+        assert health.status() == (True, "ok")
+        clock.now += 1.0
+    health.observe(sample(holed))  # 4 s after the hole appeared
+    assert health.status() == (False, "lag not fully known (limit 3.0 s): cluster default "
+                               "group g topic t: 1 partition(s) without end offset for 4.0 s")
+    health.observe(sample(whole))
+    assert health.status() == (True, "ok")
+    health.observe(sample(holed))  # a new hole starts a new count
+    assert health.status() == (True, "ok")
+
+
+def test_health_ignores_partitions_without_commit_and_bounds_the_line() -> None:
+    clock = FakeClock()
+    health = Health(1.0, clock=clock)
+    never_committed = group("g", part("t", 0, None, None), part("t", 1, 1, 2))
+    holes = [group(f"h{n}", part("t", 0, 5, None), part("t", 1, 5, None)) for n in range(5)]
+    health.observe(sample(never_committed, *holes))
+    clock.now += 3.5
+    health.observe(sample(never_committed, *holes))
+    healthy, reason = health.status()
+    assert not healthy
+    assert "group g " not in reason
+    assert reason.count("2 partition(s) without end offset for 3.5 s") == 3
+    assert reason.endswith("; and 2 more") and "\n" not in reason
