@@ -3,6 +3,10 @@
 One document per cluster x group x topic per sample:
     {"@timestamp", "cluster", "group", "topic", "p0": lag, ..., "lag_total", "lag_max"}
 `p<N>` is partition N. A partition with no committed offset has no lag and no field.
+
+Per-partition seconds are given to 0.1 s and per-partition statuses only for the partitions
+that are not OK: at 10,000 partitions both maps, in full, made the documents 3.5x larger than
+the lags alone, and every byte is paid for again in the bulk body and the spool.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from itertools import groupby
 from typing import Any
 
 from lag_exporter.model import GroupLag, PartitionLag, Sample
-from lag_exporter.status import group_status
+from lag_exporter.status import OK, group_status
 
 _KEY_COUNT = 1024
 _KEYS = [f"p{number}" for number in range(_KEY_COUNT)]
@@ -48,17 +52,18 @@ def topic_document(
 ) -> Document:
     """The document of one group x topic: `p<N>` lags, `lag_total` and `lag_max` (or
     `partitions_unknown` instead when some end offsets could not be read), `lag_seconds`
-    {"p<N>": s}, `lag_seconds_max`, `status` (OK / WARN / ERR) and `partition_status`
-    {"p<N>": OK / WARN / REWIND / STALL / STOP}.
+    {"p<N>": s} (to 0.1 s), `lag_seconds_max`, `status` (OK / WARN / ERR) and, when the
+    status is not OK, `partition_status` {"p<N>": WARN / REWIND / STALL / STOP} of the
+    partitions that are not OK (a partition left out of it is OK).
 
     with_nulls: show partitions without a known lag as null (JSON output) instead of
     leaving the field out (Elasticsearch, where a null would read as "no data" anyway)."""
     source: dict[str, Any] = {"@timestamp": timestamp, "cluster": cluster, "group": group,
                               "topic": topic}
     seconds: dict[str, float] = {}
-    statuses: dict[str, str] = {}
+    not_ok: dict[str, str] = {}
     total = biggest = unknown = 0
-    any_lag, every_lag_has_seconds = False, True
+    any_lag, every_lag_has_seconds, any_status = False, True, False
     # One pass for everything (~22,000 partitions per sample at scale): totals included.
     for _, number, committed, high_watermark, lag, partition_seconds, status in lags:
         key = _KEYS[number] if number < _KEY_COUNT else f"p{number}"
@@ -75,9 +80,13 @@ def topic_document(
         if committed is not None and high_watermark is None:
             unknown += 1
         if partition_seconds is not None:
-            seconds[key] = round(partition_seconds, 3)
+            # To 0.1 s (half up; seconds are never negative): finer than a sample proves, and
+            # a third of the characters of 3 decimals. round(x, 1) costs 4x more.
+            seconds[key] = int(partition_seconds * 10.0 + 0.5) / 10.0
         if status is not None:
-            statuses[key] = status
+            any_status = True
+            if status != OK:
+                not_ok[key] = status
     if unknown:
         source["partitions_unknown"] = unknown
     elif any_lag:
@@ -89,9 +98,10 @@ def topic_document(
         source["lag_seconds"] = seconds
         if not unknown and every_lag_has_seconds:
             source["lag_seconds_max"] = max(seconds.values())
-    if statuses:
-        source["status"] = group_status(statuses.values())
-        source["partition_status"] = statuses
+    if any_status:
+        source["status"] = group_status(not_ok.values())
+        if not_ok:
+            source["partition_status"] = not_ok
     return Document(document_id(cluster, group, topic, timestamp), source)
 
 

@@ -3,8 +3,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lag_exporter.documents import format_timestamp, sample_documents
 from lag_exporter.model import GroupLag, PartitionLag, Sample
+from lag_exporter.status import OK, PARTITION_STATUSES, group_status
 
 MOMENT = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
 
@@ -117,3 +121,69 @@ def test_a_late_groups_documents_carry_the_time_it_was_taken() -> None:
     (document,) = sample_documents(sample(late))
     assert document.source["@timestamp"] == "2025-12-31T23:59:58.123Z"
     assert document.doc_id != sample_documents(sample(replace(late, taken_at=None)))[0].doc_id
+
+
+def judged(partition: int, lag: int, seconds: float | None, status: str | None
+           ) -> PartitionLag:
+    return PartitionLag("t", partition, 10, 10 + lag, lag, seconds, status)
+
+
+def test_partition_status_lists_only_the_partitions_that_are_not_ok() -> None:
+    group = GroupLag("c", "g", (judged(0, 4, 1.0, "OK"), judged(1, 9, 2.0, "STALL"),
+                                judged(2, 3, 3.0, "WARN"), judged(3, 0, 0.0, "OK")))
+    (document,) = sample_documents(sample(group))
+    assert document.source["status"] == "ERR"
+    assert document.source["partition_status"] == {"p1": "STALL", "p2": "WARN"}
+
+
+def test_an_ok_topic_has_its_status_and_no_partition_status() -> None:
+    group = GroupLag("c", "g", (judged(0, 4, 1.0, "OK"), judged(1, 0, 0.0, "OK")))
+    (document,) = sample_documents(sample(group))
+    assert document.source["status"] == "OK"
+    assert "partition_status" not in document.source
+    (snapshot,) = sample_documents(sample(GroupLag("c", "g", (judged(0, 4, 1.0, None),))))
+    assert "status" not in snapshot.source and "partition_status" not in snapshot.source
+
+
+def test_seconds_are_given_to_a_tenth_rounded_half_up() -> None:
+    group = GroupLag("c", "g", (judged(0, 4, 12.345, "OK"), judged(1, 4, 0.04, "OK"),
+                                judged(2, 4, 0.05, "OK"), judged(3, 4, 7.25, "OK"),
+                                judged(4, 0, 0.0, "OK"), judged(5, 4, 86399.96, "OK")))
+    (document,) = sample_documents(sample(group))
+    assert document.source["lag_seconds"] == {"p0": 12.3, "p1": 0.0, "p2": 0.1, "p3": 7.3,
+                                              "p4": 0.0, "p5": 86400.0}
+    assert document.source["lag_seconds_max"] == 86400.0
+    assert json.dumps(document.source["lag_seconds"]) == (
+        '{"p0": 12.3, "p1": 0.0, "p2": 0.1, "p3": 7.3, "p4": 0.0, "p5": 86400.0}')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.one_of(st.none(), st.floats(0.0, 1e7)),
+                          st.sampled_from(PARTITION_STATUSES)),
+                min_size=1, max_size=12))
+def test_the_shorter_document_loses_nothing(
+        partitions: list[tuple[int, float | None, str]]) -> None:
+    """Every partition's status reads back (absent from partition_status = OK), the topic's
+    status is that of all its partitions, every seconds value is within 0.05 s with one
+    decimal, and the maximum is that of the values shown."""
+    lags = tuple(judged(number, lag, seconds, status)
+                 for number, (lag, seconds, status) in enumerate(partitions))
+    (document,) = sample_documents(sample(GroupLag("c", "g", lags)))
+    source = document.source
+    shown = source.get("partition_status", {})
+    assert {f"p{p.partition}": shown.get(f"p{p.partition}", OK) for p in lags} == {
+        f"p{p.partition}": p.status for p in lags}
+    assert OK not in shown.values()
+    assert source["status"] == group_status(p.status for p in lags if p.status is not None)
+    assert ("partition_status" in source) == (source["status"] != OK)
+    seconds = source.get("lag_seconds", {})
+    assert set(seconds) == {f"p{p.partition}" for p in lags if p.seconds is not None}
+    for p in lags:
+        if p.seconds is not None:
+            value = seconds[f"p{p.partition}"]
+            assert abs(value - p.seconds) <= 0.05 + 1e-9 * p.seconds
+            assert value == float(f"{value:.1f}")
+    if all(p.seconds is not None for p in lags):
+        assert source["lag_seconds_max"] == max(seconds.values())
+    else:
+        assert "lag_seconds_max" not in source
