@@ -27,3 +27,14 @@ def test_our_own_mapping_has_no_problem() -> None:
     properties = mapping["mappings"]["properties"] | {"p0": {"type": "long"}}
     assert incompatible_mapping(properties) == []
     assert old_mapping_problems(properties) == []
+
+
+def test_partitions_unknown_and_totals_must_be_numeric_of_any_width() -> None:
+    """A document with `partitions_unknown` (issue 10) must not be rejected by an old index."""
+    assert incompatible_mapping({"partitions_unknown": {"type": "keyword"}}) == [
+        "'partitions_unknown' is keyword, expected long"]
+    for numeric in ("long", "integer", "short", "float", "unsigned_long"):
+        assert incompatible_mapping({"partitions_unknown": {"type": numeric},
+                                     "lag_total": {"type": numeric}}) == []
+    assert incompatible_mapping({"status": {"type": "long"}}) == [
+        "'status' is long, expected keyword"]
