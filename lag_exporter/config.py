@@ -17,9 +17,12 @@ from lag_exporter.errors import ConfigError
 from lag_exporter.kafka_properties import load_command_config, to_librdkafka
 from lag_exporter.mm2 import (
     DEFAULT_CONNECTOR,
+    DEFAULT_SEPARATOR,
     DEFAULT_SOURCE_ALIAS,
     DEFAULT_TARGET_ALIAS,
+    REPLICATION_POLICIES,
     MirrorSettings,
+    ReplicationPolicy,
     default_label,
     default_offsets_topic,
 )
@@ -338,7 +341,9 @@ CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups
                 "group_patterns", "exclude_groups", "topics", "topic_patterns", "exclude_topics",
                 "mirror", "offsets_source"}
 MIRROR_KEYS = {"label", "target_bootstrap_servers", "target_command_config", "source_alias",
-               "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics"}
+               "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics",
+               "replication_policy", "replication_policy_separator"}
+_TOPIC_NAME_CHARACTERS = re.compile(r"[a-zA-Z0-9._-]+")
 
 
 def _toml_type(value: object) -> str:
@@ -698,11 +703,40 @@ def _mirrors(table: dict[str, Any], base: Path, problems: _Problems, where: str,
             source_alias=source_alias, target_alias=target_alias,
             connector=_string(mirror, "connector", problems, at) or DEFAULT_CONNECTOR,
             topics=TopicSelection(patterns=_regexes(mirror, "topic_patterns", problems, at),
-                                  exclude=_regexes(mirror, "exclude_topics", problems, at))))
+                                  exclude=_regexes(mirror, "exclude_topics", problems, at)),
+            replication_policy=_replication_policy(mirror, problems, at),
+            replication_separator=_replication_separator(mirror, problems, at)))
     labels = [m.label for m in mirrors]
     for label in sorted({label for label in labels if labels.count(label) > 1}):
         problems.add(f"{where}mirror", f"label {label!r} used twice")
     return tuple(mirrors)
+
+
+def _replication_policy(mirror: dict[str, Any], problems: _Problems, at: str
+                        ) -> ReplicationPolicy:
+    """MirrorMaker 2's replication.policy.class, for the replicated topics' names."""
+    policy = _string(mirror, "replication_policy", problems, at) or "default"
+    for known in REPLICATION_POLICIES:
+        if policy == known:
+            return known
+    problems.add(f"{at}replication_policy",
+                 "must be 'default' (DefaultReplicationPolicy: <source alias><separator><topic>)"
+                 " or 'identity' (IdentityReplicationPolicy: the source topic's name), got "
+                 f"{_shown_value(policy)}")
+    return "default"
+
+
+def _replication_separator(mirror: dict[str, Any], problems: _Problems, at: str) -> str:
+    """MirrorMaker 2's replication.policy.separator: it goes into topic names."""
+    separator = _string(mirror, "replication_policy_separator", problems, at)
+    if separator is None:
+        return DEFAULT_SEPARATOR
+    if not _TOPIC_NAME_CHARACTERS.fullmatch(separator):
+        problems.add(f"{at}replication_policy_separator",
+                     "must be characters allowed in a topic name (letters, digits, '.', '_', "
+                     f"'-'), got {_shown_value(separator)}")
+        return DEFAULT_SEPARATOR
+    return separator
 
 
 def _clusters(document: dict[str, Any], base: Path, problems: _Problems) -> list[ClusterConfig]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lag_exporter.model import TopicPartition
 from lag_exporter.selection import TopicSelection
@@ -28,6 +29,33 @@ DEFAULT_CONNECTOR = "MirrorSourceConnector"
 DEFAULT_SOURCE_ALIAS = "source"
 DEFAULT_TARGET_ALIAS = "target"
 ALL_TOPICS = TopicSelection()
+
+ReplicationPolicy = Literal["default", "identity"]
+REPLICATION_POLICIES: tuple[ReplicationPolicy, ...] = ("default", "identity")
+"""MirrorMaker 2's `replication.policy.class`: DefaultReplicationPolicy or
+IdentityReplicationPolicy (org.apache.kafka.connect.mirror)."""
+DEFAULT_SEPARATOR = "."
+"""MirrorMaker 2's `replication.policy.separator`."""
+HEARTBEATS_TOPIC = "heartbeats"
+
+
+def replicated_topic(topic: str, source_alias: str, policy: ReplicationPolicy = "default",
+                     separator: str = DEFAULT_SEPARATOR) -> str:
+    """The source topic's name on the target, as the policy's formatRemoteTopic gives it: the
+    default policy prefixes the source alias and the separator; the identity policy keeps the
+    name, except for heartbeat topics (names ending in "heartbeats"), which it formats as the
+    default policy does so that they stay apart."""
+    if policy == "identity" and not topic.endswith(HEARTBEATS_TOPIC):
+        return topic
+    return f"{source_alias}{separator}{topic}"
+
+
+def describe_policy(policy: ReplicationPolicy, separator: str = DEFAULT_SEPARATOR) -> str:
+    if policy == "identity":
+        return "the identity replication policy"
+    if separator != DEFAULT_SEPARATOR:
+        return f"the default replication policy, separator {separator!r}"
+    return "the default replication policy"
 
 
 def default_offsets_topic(source_alias: str) -> str:
@@ -53,14 +81,22 @@ class MirrorSettings:
     connector: str = DEFAULT_CONNECTOR
     topics: TopicSelection = ALL_TOPICS
     """Which source topics to report (full-match patterns, as everywhere)."""
+    replication_policy: ReplicationPolicy = "default"
+    replication_separator: str = DEFAULT_SEPARATOR
+    """How MirrorMaker 2 names the replicated topics on the target: shown only (lag is the
+    source topic's high watermark minus the stored position, whatever the target's name)."""
 
     @property
     def target_bootstrap(self) -> str:
         return self.target_settings.get("bootstrap.servers", "?")
 
     def replicated_topic(self, topic: str) -> str:
-        """The topic's name on the target under the default replication policy."""
-        return f"{self.source_alias}.{topic}"
+        """The topic's name on the target under the mirror's replication policy."""
+        return replicated_topic(topic, self.source_alias, self.replication_policy,
+                                self.replication_separator)
+
+    def describe_policy(self) -> str:
+        return describe_policy(self.replication_policy, self.replication_separator)
 
 
 # Reasons a record of the offsets topic is not a position (keys of MirrorPositions.skipped).

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from lag_exporter.config import MIB, ClusterConfig, ExporterConfig
 from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
-from lag_exporter.mm2 import MirrorSettings
+from lag_exporter.mm2 import MirrorPositions, MirrorSettings
 from lag_exporter.mm2_follower import OffsetsTopicFollower
 from lag_exporter.model import GroupOffsets
 from lag_exporter.selection import FULL_MATCH_NOTE
@@ -82,15 +82,20 @@ def mirror_line(mirror: MirrorSettings, timeout_s: float) -> tuple[str, bool]:
         answer = follower.group_offsets()
     finally:
         follower.close()
+    return mirror_answer_line(mirror, follower.where(), follower.positions, answer)
+
+
+def mirror_answer_line(mirror: MirrorSettings, where: str, positions: MirrorPositions,
+                       answer: GroupOffsets | SourceError) -> tuple[str, bool]:
+    """Pure: check-config's line of a mirror once its offsets topic was read."""
     head = (f"  mirror {mirror.label}: connector {mirror.connector}, source alias "
             f"{mirror.source_alias}")
     if isinstance(answer, SourceError):
         return f"{head}: cannot read its positions: {answer}", False
     topics = sorted({tp.topic for tp in answer.committed_offsets})
-    positions = follower.positions
-    return (f"{head}, {follower.where()}: {len(answer.committed_offsets)} source partition(s)"
+    return (f"{head}, {where}: {len(answer.committed_offsets)} source partition(s)"
             f" of {len(topics)} topic(s): {listed(topics)} (replicated as "
-            f"{mirror.replicated_topic(topics[0])}, ... under the default replication policy;"
+            f"{mirror.replicated_topic(topics[0])}, ... under {mirror.describe_policy()};"
             f" {positions.records} records read, {positions.describe_skipped()})"), True
 
 

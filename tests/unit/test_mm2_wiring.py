@@ -217,8 +217,8 @@ def test_a_cluster_with_only_a_mirror_needs_no_group(tmp_path: Any) -> None:
      "cluster[a].mirror[0].label: must be a non-empty string, got ''"),
     ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\ntopic = "x"\n',
      "cluster[a].mirror[0].topic: unknown key (known: connector, exclude_topics, label, "
-     "offsets_topic, source_alias, target_alias, target_bootstrap_servers, "
-     "target_command_config, topic_patterns)"),
+     "offsets_topic, replication_policy, replication_policy_separator, source_alias, "
+     "target_alias, target_bootstrap_servers, target_command_config, topic_patterns)"),
     ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\ntopic_patterns = ["("]\n',
      "cluster[a].mirror[0].topic_patterns[0]: invalid regex '('"),
     ('[[cluster.mirror]]\ntarget_bootstrap_servers = "t:1"\n'
@@ -243,7 +243,8 @@ def test_bad_mirrors_in_the_config_file(tmp_path: Any, text: str, problem: str) 
 VALID_MIRROR: dict[str, Any] = {
     "label": "m", "target_bootstrap_servers": "t:9092", "target_command_config": "t.properties",
     "source_alias": "dc1", "target_alias": "dc2", "offsets_topic": "connect-offsets",
-    "connector": "c", "topic_patterns": ["o.*"], "exclude_topics": ["__.*"]}
+    "connector": "c", "topic_patterns": ["o.*"], "exclude_topics": ["__.*"],
+    "replication_policy": "identity", "replication_policy_separator": "_"}
 assert set(VALID_MIRROR) == MIRROR_KEYS
 
 
