@@ -3,6 +3,7 @@
 "use strict";
 
 const POLL_MS = 1000;  // the server answers 304 until a new sample is taken
+const ANSWER_MS = 5000;  // a reply slower than this counts as the exporter not answering
 const CHART_ROWS = 8;  // lines on the chart: the worst rows
 const TABLE_ROWS = 200;  // a phone stays responsive at thousands of groups x topics
 // Chart spans and their tick steps, in seconds, up to the 10 minutes the server keeps.
@@ -163,8 +164,13 @@ function showState(text, stale) {
 }
 
 async function poll() {
+  // A hung exporter accepts the connection and never answers: without a limit the request
+  // would wait for ever and the page would never say so.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ANSWER_MS);
   try {
-    const response = await fetch("api/lag?rows=" + TABLE_ROWS, {cache: "no-cache"});
+    const response = await fetch("api/lag?rows=" + TABLE_ROWS,
+                                 {cache: "no-cache", signal: abort.signal});
     if (!response.ok) throw new Error("HTTP " + response.status);
     const payload = await response.json();
     if (payload.taken_at != null && (!last || payload.taken_at !== last.taken_at)) {
@@ -178,7 +184,10 @@ async function poll() {
                 last.rows_total + " row(s)", age > 30);
     }
   } catch (error) {
-    showState("cannot reach the exporter (" + error.message + "), retrying", true);
+    const why = abort.signal.aborted ? `no answer within ${ANSWER_MS / 1000} s` : error.message;
+    showState("cannot reach the exporter (" + why + "), retrying", true);
+  } finally {
+    clearTimeout(timer);
   }
   setTimeout(poll, POLL_MS);
 }
