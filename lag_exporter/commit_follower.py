@@ -61,15 +61,17 @@ a commit arrives)."""
 RETRY_S = 10.0
 """How often a topic that could not be read is tried again (not after an authorization error in
 "auto" mode: ACLs do not change by themselves)."""
-DESCRIPTION_REUSE_S = 300.0
+DESCRIPTION_REUSE_S = 600.0
 """The longest a group description is reused while its group writes no membership record. The
-records cover every change of members and assignments, not the passing states of a classic
-rebalance (PreparingRebalance is not written; its end is) nor what the follower could miss (a
-record type a later Kafka adds under a version counted as unknown): this bounds how long such a
-change can go unseen. Each group's period is spread between half and all of it
-(reuse_period_s), so that the groups described together at start-up are not all described
-again in the same 30 s: at 500 groups about 500 / 225 = 2.2 descriptions a second (~7
-requests), against 17 (~60 requests) when every group is described every 30 s."""
+records cover every change of members and assignments; not the passing states of a classic
+rebalance (PreparingRebalance is not written, its end is), nor what the follower could miss (a
+record type a later Kafka adds, counted as an unknown key version): this bounds how long such a
+change can go unseen, as librdkafka's metadata.max.age.ms (15 min) bounds its metadata. Each
+group's period is spread between half and all of it (reuse_period_s), so that the groups
+described together at start-up are not all described again in the same 30 s. Cost at 500 groups
+(~3.6 requests per description: FindCoordinator, DescribeGroups, ConsumerGroupDescribe): about
+500 / 450 s = 1.1 descriptions a second, ~4 requests per sample, within issue 13's budget of 10
+requests beyond ListOffsets; 300 s would be ~8, and every 30 s as before ~62."""
 REUSABLE_STATES = frozenset({"STABLE", "EMPTY"})
 """Descriptions that are reused: states a group stays in until it writes a record. A group in a
 rebalance, dead or in an unknown state is described at each of the sampler's turns, as before."""
