@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -250,6 +251,61 @@ def test_top_from_a_running_watch_says_when_it_is_down_and_ctrl_c_quits(
             watch.kill()
     terminal.press("C-c")
     quits_cleanly(terminal)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_top_quits_cleanly_on_sigterm_and_sighup(
+    stack: Stack, two_groups: Groups, terminal: Tmux, sig: signal.Signals,
+) -> None:
+    """`kill` and a closed SSH session (SIGHUP) end top as q does: exit 0, the terminal
+    restored, no traceback."""
+    g = two_groups
+    terminal.type(f"lag-exporter top --bootstrap-server {stack.source_bootstrap} "
+                  f"--group {g.a} --interval 0.5")
+    terminal.wait_for(lambda s: [r.lag for r in rows_on(s, {g.a})] == [11], "a's row")
+    shell = int(terminal.tmux("display-message", "-p", "-t", "top", "#{pane_pid}"))
+    [top] = children_of(shell)
+    os.kill(top, sig)
+    quits_cleanly(terminal)
+    assert "Traceback" not in terminal.screen(), terminal.screen()
+
+
+def test_top_exits_when_its_terminal_goes_away(
+    stack: Stack, two_groups: Groups, terminal: Tmux,
+) -> None:
+    """A real hang-up, as when an SSH connection drops: the terminal (tmux's server, holding
+    the pty) goes away under the shell running top; top must not stay behind."""
+    g = two_groups
+    terminal.type(f"lag-exporter top --bootstrap-server {stack.source_bootstrap} "
+                  f"--group {g.a} --interval 0.5")
+    terminal.wait_for(lambda s: [r.lag for r in rows_on(s, {g.a})] == [11], "a's row")
+    shell = int(terminal.tmux("display-message", "-p", "-t", "top", "#{pane_pid}"))
+    [top] = children_of(shell)
+    terminal.close()
+    deadline = time.monotonic() + 15
+    try:
+        while running(top):
+            assert time.monotonic() < deadline, f"top (pid {top}) still runs 15 s after the hang-up"
+            time.sleep(0.2)
+    finally:
+        if running(top):
+            os.kill(top, signal.SIGKILL)  # never leave it behind a failed test
+
+
+def running(pid: int) -> bool:
+    """pid is alive (a zombie counts as gone: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is pid (the commands a shell is running)."""
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                           text=True, timeout=10, check=False).stdout
+    return [int(line) for line in found.split()]
 
 
 def save_screenshot(ansi: str, directory: Path = ARTIFACTS, width: int = WIDTH) -> None:
