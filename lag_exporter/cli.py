@@ -447,15 +447,16 @@ def snapshot(output_format: str, **params: Any) -> None:
 @global_options
 def watch(summary_s: float, **params: Any) -> None:
     """Sample every --interval seconds until SIGINT/SIGTERM; write to Elasticsearch, or print
-    JSON lines when none is configured. SIGHUP reloads --config."""
+    JSON lines when none is configured. SIGHUP reads --config, or the --command-config
+    files, again."""
     # First of all: a signal during start-up (spool restore, first Elasticsearch contact) must
     # not kill the process; it is handed to the watch once that exists.
     with Signals() as signals:
         check_number("--summary-interval", summary_s, SUMMARY_INTERVAL)
         config = resolve_config(params)
-        reload = (lambda: apply_flags(load_config(params["config"]), params)) \
-            if params["config"] else None
-        service = app.make_service(config, summary_s, reload)
+        # SIGHUP resolves the configuration again from the same flags and files: the config
+        # file if any, else the --command-config files (rotated keystores, truststores).
+        service = app.make_service(config, summary_s, lambda: resolve_config(params))
         signals.attach(service.watch)
         service.run()
 

@@ -295,10 +295,13 @@ def largest_gap(stamps: list[float]) -> float:
     return max(b - a for a, b in itertools.pairwise(stamps))
 
 
+@pytest.mark.parametrize("mode", ["--config", "--command-config"])
 @pytest.mark.parametrize("file_format", ["PKCS12", "PEM"])
 def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
-    stack: Stack, lagging: tuple[str, str], tmp_path: Path, file_format: str
+    stack: Stack, lagging: tuple[str, str], tmp_path: Path, file_format: str, mode: str
 ) -> None:
+    """In both ways of configuring a cluster: a config file naming the properties file, or the
+    properties file given by flag (no --config)."""
     topic, group = lagging
     live = tmp_path / "live"
     live.mkdir()
@@ -324,11 +327,16 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
     install("first")
     properties = tmp_path / "client.properties"
     properties.write_text("security.protocol=SSL\n" + truststore_pkcs12(stack) + keystore)
-    config = tmp_path / "lag-exporter.toml"
-    config.write_text(f'interval = 1\n[[cluster]]\nname = "tls"\nbootstrap_servers = '
-                      f'"{stack.tls.mtls_bootstrap}"\ncommand_config = "{properties}"\n'
-                      f'groups = ["{group}"]\n')
-    with JsonLinesExporter("--config", str(config), "--summary-interval", "3600") as exporter:
+    if mode == "--config":
+        config = tmp_path / "lag-exporter.toml"
+        config.write_text(f'interval = 1\n[[cluster]]\nname = "tls"\nbootstrap_servers = '
+                          f'"{stack.tls.mtls_bootstrap}"\ncommand_config = "{properties}"\n'
+                          f'groups = ["{group}"]\n')
+        cluster = ["--config", str(config)]
+    else:
+        cluster = ["--bootstrap-server", stack.tls.mtls_bootstrap, "--command-config",
+                   str(properties), "--group", group, "--interval", "1"]
+    with JsonLinesExporter(*cluster, "--summary-interval", "3600") as exporter:
         def stamps() -> list[float]:
             return [doc_time(d) for d in exporter.documents(group) if d["topic"] == topic]
 
