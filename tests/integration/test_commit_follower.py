@@ -38,7 +38,7 @@ from lag_exporter.errors import SourceError
 from lag_exporter.kafka_source import KafkaSource
 from lag_exporter.mm2_follower import MirroredSource
 from lag_exporter.model import GroupOffsets, TopicPartition
-from lag_exporter.offsets_topic import GROUP_PROTOCOL_RECORD
+from lag_exporter.offsets_topic import GROUP_METADATA, GROUP_PROTOCOL_RECORD
 from lag_exporter.sampler import Sampler
 from stack import stackctl
 from stack.stackctl import Stack
@@ -70,6 +70,14 @@ def caught_up(source: FollowedSource, groups: list[str]) -> dict[str, dict[Topic
 
     wait_for(all_from_topic, 30, "the follower to read __consumer_offsets", poll_s=0.1)
     return {group: offsets(answers[group]) for group in groups}
+
+
+def members_now(source: FollowedSource, group: str
+                ) -> tuple[str, frozenset[TopicPartition]] | SourceError:
+    """One sample's view of the group's members: committed offsets first (the follower is
+    brought up to the partitions' ends), then the description (reused while unchanged)."""
+    source.committed_offsets([group])
+    return source.group_members([group])[group]
 
 
 def described(stack: Stack, group: str) -> dict[TopicPartition, int]:
@@ -363,6 +371,30 @@ def test_kafka_3_9_commits_parity_transactions_and_tombstones(
         # Kafka 3.9's coordinator writes value version 3 (4.1 writes the flexible version 4).
         assert set(source.follower.store.value_versions) == {3}
         assert source.follower.store.tombstones >= 1
+        # A classic member joining and leaving: group metadata records (key version 2, the
+        # group id first) make the next description ask Kafka (commit_follower.py).
+        store = source.follower.store
+        before = store.membership_seen(plain)
+        assert members_now(source, plain) == ("EMPTY", frozenset())
+        member = Consumer({"bootstrap.servers": kafka39, "group.id": plain,
+                           "enable.auto.commit": False})
+        try:
+            member.subscribe([topic])
+            everything = frozenset(TopicPartition(topic, p) for p in range(3))
+
+            def joined() -> bool:
+                member.poll(0.05)
+                return members_now(source, plain) == ("STABLE", everything)
+
+            wait_for(joined, 30, "the member to show", poll_s=0.1)
+            assert store.membership_seen(plain) > before
+            before = store.membership_seen(plain)
+        finally:
+            member.close()
+        wait_for(lambda: members_now(source, plain) == ("EMPTY", frozenset()), 30,
+                 "the member to leave", poll_s=0.1)
+        assert store.membership_seen(plain) > before
+        assert store.skipped[GROUP_METADATA] >= 2
     finally:
         producer.flush(10)
         consumer.close()
