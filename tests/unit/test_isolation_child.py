@@ -65,7 +65,7 @@ def test_the_child_is_lean_keeps_secrets_off_argv_and_dies_with_a_killed_parent(
     silent = socket.socket()  # accepts connections, never answers: requests stay in flight
     silent.bind(("127.0.0.1", 0))
     silent.listen()
-    script = tmp_path / "exporter.py"  # a file, as `python -m lag_exporter` runs one
+    script = tmp_path / "exporter.py"  # a file, like the installed `lag-exporter` script
     script.write_text(PARENT)
     with subprocess.Popen(
         [sys.executable, str(script), str(silent.getsockname()[1])], cwd=tmp_path,

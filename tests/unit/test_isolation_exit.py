@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
-# The child ignores SIGTERM, and multiprocessing's exit handler joins daemon children after a
-# SIGTERM: without isolation.py's own exit handler this script never ends.
+# The child ignores SIGTERM and SIGINT: isolation.py's exit handler kills it, and the lifeline
+# pipe would end it anyway. (With multiprocessing, whose exit handler joined daemon children after
+# a SIGTERM, this script once never ended.)
 SCRIPT = """
 from lag_exporter.isolation import IsolatedKafkaSource
 source = IsolatedKafkaSource("c", {"bootstrap.servers": "127.0.0.1:1"}, 1.0)
