@@ -38,14 +38,14 @@ class Tmux:
     """One tmux server on a socket of its own (never the user's), one window running an
     interactive bash (without the user's rc files), as a person's terminal."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, width: int = WIDTH, height: int = HEIGHT) -> None:
         self.socket = f"lagexp-top-{uuid.uuid4().hex[:8]}"
         bin_dir = str(Path(sys.executable).parent)  # where the lag-exporter command is
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
                     "HISTFILE": str(tmp_path / "history")}
         rc_file = tmp_path / "bashrc"
         rc_file.write_text(f"PS1='{PROMPT}'\n")
-        self.tmux("new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), "-s", "top",
+        self.tmux("new-session", "-d", "-x", str(width), "-y", str(height), "-s", "top",
                   f"bash --noprofile --rcfile {rc_file} -i")
         self.wait_for(lambda screen: screen.rstrip().endswith(PROMPT.rstrip()), "the prompt")
 
@@ -311,7 +311,7 @@ def children_of(pid: int) -> list[int]:
 def save_screenshot(ansi: str, directory: Path = ARTIFACTS, width: int = WIDTH) -> None:
     """A screen as a person sees it (`tmux capture-pane -e -p`): plain text, with colours
     (ANSI), as SVG via rich, and as PNG via headless Chromium when it is installed.
-    docs/top.png is made with this, from a pane running scripts/demo."""
+    docs/top.png is made with this, from a pane running scripts/demo (scripts/docs-images)."""
     from rich.console import Console
     from rich.text import Text
 
