@@ -70,9 +70,7 @@ class Estimates:
 
     def observe_watermarks(self, high_watermarks: Mapping[TopicPartition, int], at: float
                            ) -> None:
-        record = self.history.record
-        for tp, high_watermark in high_watermarks.items():
-            record(tp, high_watermark, at)
+        self.history.record_all(high_watermarks, at)
 
     def record_time_requests(self, committed: Iterable[tuple[TopicPartition, int, int | None]],
                              now: float) -> dict[TopicPartition, int]:

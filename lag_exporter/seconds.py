@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
@@ -124,6 +124,20 @@ class WatermarkHistory(Generic[Key]):
             self._append(history, last, history.last_seen)
         self._append(history, high_watermark, at)
         history.last_seen = at
+
+    def record_all(self, high_watermarks: Mapping[Key, int], at: float) -> None:
+        """`record` of every (key, high watermark) read at time `at`. An unchanged watermark
+        (most partitions, most ticks) is handled inline: this runs for every partition of
+        every tick, and a method call per partition costs more than the update."""
+        histories = self._histories
+        record = self.record
+        for key, high_watermark in high_watermarks.items():
+            history = histories.get(key)
+            if (history is not None and high_watermark == history.last_offset
+                    and at >= history.last_seen):
+                history.last_seen = at
+            else:
+                record(key, high_watermark, at)
 
     def _append(self, history: _History, offset: int, at: float) -> None:
         tolerance = self.tolerance_s

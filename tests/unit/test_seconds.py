@@ -381,3 +381,27 @@ def test_covers_says_whether_stored_points_lie_on_both_sides_of_an_offset() -> N
         False, True, True, False]  # from the first point (inclusive) to the last (exclusive)
     assert not history.covers("p", None)
     assert not history.covers("q", 15)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from("abc"), st.integers(0, 30), max_size=3),
+                min_size=1, max_size=25),
+       st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -1.0, math.nan]), min_size=25,
+                max_size=25))
+def test_record_all_is_record_of_each(ticks: list[dict[str, int]], steps: list[float]) -> None:
+    """The inline path for unchanged watermarks leaves the same history as `record` (times
+    may step back or be NaN: ignored alike)."""
+    one_by_one: WatermarkHistory[str] = WatermarkHistory(max_points=6)
+    all_at_once: WatermarkHistory[str] = WatermarkHistory(max_points=6)
+    at = 100.0
+    for watermarks, step in zip(ticks, steps, strict=False):
+        at = at + step if not math.isnan(step) else at
+        moment = step if math.isnan(step) else at
+        for key, high_watermark in watermarks.items():
+            one_by_one.record(key, high_watermark, moment)
+        all_at_once.record_all(watermarks, moment)
+    for key in "abc":
+        # repr: a NaN time (stored by record for a new key, alike) is unequal to itself
+        assert repr(all_at_once.points(key)) == repr(one_by_one.points(key))
+        assert repr(all_at_once.seconds_behind(key, 0, 30, at + 1.0)) == repr(
+            one_by_one.seconds_behind(key, 0, 30, at + 1.0))
