@@ -18,6 +18,8 @@ Components (ports):
                       off, HTTP 19202, transport 19302
   opensearch          OpenSearch 2.19 (integ-test-zip: no security plugin), HTTP 19203,
                       transport 19303
+  elasticsearch9-auth Elasticsearch 9.2 as elasticsearch9 with security on, as elasticsearch-auth
+                      (the same user, basic auth over HTTPS 19204), transport 19304
   cloudwatch          moto's standalone server (.venv/bin/moto_server) on HTTP 19230, a local
                       CloudWatch-compatible endpoint (any dummy credentials; data in memory only,
                       so a stop/start empties it)
@@ -191,6 +193,7 @@ ELASTICS = {
     "elasticsearch-auth": Elastic("elasticsearch-auth", 19201, 19301, secure=True),
     "elasticsearch9": Elastic("elasticsearch9", 19202, 19302, secure=False, dist=ES9),
     "opensearch": Elastic("opensearch", 19203, 19303, secure=False, dist=OPENSEARCH),
+    "elasticsearch9-auth": Elastic("elasticsearch9-auth", 19204, 19304, secure=True, dist=ES9),
 }
 CLOUDWATCH = "cloudwatch"
 MIRRORS = ("mm1", "mm2")
@@ -913,7 +916,7 @@ def _up(components: Sequence[str]) -> dict[str, dict[str, str]]:
     todo = [c for c in select(components) if not running(c)]
     for c in todo:
         check_port_free(c)
-    if any(c in ("kafka-source", "elasticsearch-auth") for c in todo):
+    if any(c == "kafka-source" or (c in ELASTICS and ELASTICS[c].secure) for c in todo):
         ensure_tls()
     # Resolve downloads first so the JVMs below start together.
     if any(c in KAFKAS or c == "mm2" for c in todo):
@@ -958,6 +961,7 @@ def down(components: Sequence[str] = (), wipe: bool = False) -> None:
 def addresses() -> dict[str, dict[str, str]]:
     src, tgt = KAFKAS["kafka-source"], KAFKAS["kafka-target"]
     es, es_auth = ELASTICS["elasticsearch"], ELASTICS["elasticsearch-auth"]
+    es9_auth = ELASTICS["elasticsearch9-auth"]
     return {
         "source": {"bootstrap": f"127.0.0.1:{src.port}",
                    "sasl_bootstrap": f"127.0.0.1:{src.sasl_port}",
@@ -974,6 +978,9 @@ def addresses() -> dict[str, dict[str, str]]:
         "elasticsearch_auth": {"url": es_url(es_auth), "ca_file": str(TLS / "ca.pem"),
                                "username": ES_AUTH_USERNAME, "password": ES_AUTH_PASSWORD},
         "elasticsearch9": {"url": es_url(ELASTICS["elasticsearch9"]), "version": ES9_VERSION},
+        "elasticsearch9_auth": {"url": es_url(es9_auth), "ca_file": str(TLS / "ca.pem"),
+                                "username": ES_AUTH_USERNAME, "password": ES_AUTH_PASSWORD,
+                                "version": ES9_VERSION},
         "opensearch": {"url": es_url(ELASTICS["opensearch"]), "version": OPENSEARCH_VERSION},
         "cloudwatch": {"endpoint": cloudwatch_endpoint()},
         "mm1": {"group": MM1_GROUP, "include": MM1_INCLUDE},
@@ -1065,6 +1072,8 @@ class Stack:
     es_auth_username: str
     es_auth_password: str
     es9_url: str
+    es9_auth_url: str
+    """Elasticsearch 9 with security on: es_auth_ca_file, es_auth_username, es_auth_password."""
     opensearch_url: str
     cloudwatch_endpoint: str
     """moto's standalone server: boto3 with endpoint_url=this and any dummy credentials."""
@@ -1098,6 +1107,7 @@ def ensure_up() -> Stack:
         es_auth_url=es_auth["url"], es_auth_ca_file=es_auth["ca_file"],
         es_auth_username=es_auth["username"],
         es_auth_password=es_auth["password"], es9_url=data["elasticsearch9"]["url"],
+        es9_auth_url=data["elasticsearch9_auth"]["url"],
         opensearch_url=data["opensearch"]["url"],
         cloudwatch_endpoint=data["cloudwatch"]["endpoint"], mm1_group=data["mm1"]["group"],
         mm2_offsets_topic=data["mm2"]["offsets_topic"],

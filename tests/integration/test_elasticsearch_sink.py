@@ -5,9 +5,9 @@ code, bulk_index.py) against OpenSearch 2.19, each the real node of the stack:
   that is not a rejection; a document the mapping refuses is one;
 - an outage is SinkUnavailable (the outbox keeps the batch) and the retried batch is stored
   once when the node is back;
-- refused credentials and an untrusted certificate are one-line SinkErrors: on 8.19's
-  elasticsearch-auth only (the ES 9 node runs without security, the OpenSearch integ-test-zip
-  has no security plugin).
+- refused credentials and an untrusted certificate are one-line SinkErrors: on the nodes with
+  security on, 8.19's elasticsearch-auth and 9's elasticsearch9-auth (the OpenSearch
+  integ-test-zip has no security plugin).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from elasticsearch import Elasticsearch
 from search_servers import SERVER_LABELS, SearchServer, request, search, search_server, version
 
 from lag_exporter.config import ElasticsearchSettings
@@ -32,6 +33,8 @@ from stack.stackctl import Stack
 pytestmark = pytest.mark.integration
 
 VERSIONS = {"elasticsearch-8.19": "8.19.", "elasticsearch-9": "9.", "opensearch": "2.19."}
+AUTH_NODES = {"elasticsearch-8.19": "elasticsearch-auth", "elasticsearch-9": "elasticsearch9-auth"}
+"""The stack's Elasticsearch nodes with security on (HTTPS with the stack's CA, basic auth)."""
 
 
 def sample_at(second: int) -> Sample:
@@ -170,13 +173,27 @@ def test_outage_is_unavailable_and_the_retried_batch_is_stored_once(
     assert len(stored) == len({d["_id"] for d in stored}) == 4
 
 
+def auth_url(stack: Stack, label: str) -> str:
+    return stack.es_auth_url if AUTH_NODES[label] == "elasticsearch-auth" else stack.es9_auth_url
+
+
+@pytest.mark.parametrize("label", AUTH_NODES)
 def test_refused_credentials_are_one_line_and_the_right_ones_write(
-    stack: Stack, unique_name: str
+    stack: Stack, unique_name: str, label: str
 ) -> None:
-    """On 8.19's elasticsearch-auth (basic auth over HTTPS with the stack's CA)."""
+    """On each node with security on (basic auth over HTTPS with the stack's CA)."""
+    url = auth_url(stack, label)
+    client = Elasticsearch(url, ca_certs=stack.es_auth_ca_file,
+                           basic_auth=(stack.es_auth_username, stack.es_auth_password))
+    try:
+        (node,) = client.nodes.info(node_id="_local")["nodes"].values()
+    finally:
+        client.close()
+    assert node["version"].startswith(VERSIONS[label])
+
     def auth_sink(password: str, ca_file: str | None) -> ElasticsearchSink:
         return ElasticsearchSink(ElasticsearchSettings(
-            (stack.es_auth_url,), index=f"auth-{unique_name}", username=stack.es_auth_username,
+            (url,), index=f"auth-{unique_name}", username=stack.es_auth_username,
             password=password, ca_file=ca_file))
 
     wrong = auth_sink("not-the-password", stack.es_auth_ca_file)

@@ -133,11 +133,16 @@ def test_elasticsearch_data_survives_restart(stack: Stack, unique_name: str) -> 
     es.close()
 
 
-def test_elasticsearch_auth_accepts_right_password_only(stack: Stack) -> None:
-    good = Elasticsearch(stack.es_auth_url, ca_certs=stack.es_auth_ca_file,
+@pytest.mark.parametrize("component", ["elasticsearch-auth", "elasticsearch9-auth"])
+def test_elasticsearch_auth_accepts_right_password_only(stack: Stack, component: str) -> None:
+    url = stack.es_auth_url if component == "elasticsearch-auth" else stack.es9_auth_url
+    good = Elasticsearch(url, ca_certs=stack.es_auth_ca_file,
                          basic_auth=(stack.es_auth_username, stack.es_auth_password))
     assert good.cluster.health()["status"] in ("green", "yellow")
-    bad = Elasticsearch(stack.es_auth_url, ca_certs=stack.es_auth_ca_file,
+    versions = {node["version"] for node in good.nodes.info()["nodes"].values()}
+    dist = stackctl.ELASTICS[component].dist
+    assert versions == {dist.version} and url.startswith("https://")
+    bad = Elasticsearch(url, ca_certs=stack.es_auth_ca_file,
                         basic_auth=(stack.es_auth_username, "wrong"))
     with pytest.raises(AuthenticationException):
         bad.cluster.health()
