@@ -6,11 +6,18 @@ by then skips ticks until it is; its sample is then handed on with the time it w
 never lost), and the next one starts.
 Groups given by regex are re-discovered every `discovery_interval_s`, in the cluster's own
 thread, so that discovery on a slow cluster delays nobody else either.
+
+A cluster's first sample is slow: the Kafka client process starts, connects (TLS handshakes),
+finds the group coordinators and opens the record-time reader; at 1 s it overran the interval
+and a tick was skipped. So a cluster is warmed up by one sample whose result is dropped: before
+the first tick (warm_up), and when a config reload replaces its connection (new certificates),
+while the old client goes on sampling until the new one has answered (no gap in the documents).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -56,6 +63,7 @@ class ClusterWatch:
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"cluster-{config.name}")
         self._in_flight: Future[Sample] | None = None
+        self._warming: Future[Sample] | None = None
         self.membership = membership
         self.owned_groups = 0
         """--ha-group: the groups reported in the last sample."""
@@ -86,6 +94,16 @@ class ClusterWatch:
 
     def in_flight(self) -> Future[Sample] | None:
         return self._in_flight
+
+    def warm_up(self) -> Future[Sample]:
+        """A sample in the cluster's thread whose result is dropped: it starts the clients (and
+        discovers the groups) before the first real sample, which then waits behind it."""
+        self._warming = self._executor.submit(self.sample, datetime.now(UTC))
+        return self._warming
+
+    def ready(self) -> bool:
+        """Not warming up (any more): the warm-up sample is done, or there was none."""
+        return self._warming is None or self._warming.done()
 
     def collect(self) -> Sample | None:
         """The finished sample, once (None while it is still running)."""
@@ -158,6 +176,12 @@ ON_SCHEDULE_TICKS = 10
 during an outage samples alternate between slow and fast, and each change is not news."""
 
 
+def same_connection(a: ClusterConfig, b: ClusterConfig) -> bool:
+    """Whether a reload can keep a cluster's clients (only its groups and topics changed)."""
+    return (a.kafka.client_settings == b.kafka.client_settings and a.mirrors == b.mirrors
+            and a.offsets_source == b.offsets_source)
+
+
 class Fleet:
     def __init__(self, clusters: Sequence[ClusterWatch],
                  status_rules: StatusRules | None = None,
@@ -175,11 +199,26 @@ class Fleet:
         """Per cluster: ticks it had no sample for because the previous one was still running."""
         self._behind: dict[str, int] = {}
         """Clusters that fell behind -> on-time ticks since (see ON_SCHEDULE_TICKS)."""
+        self._warming: dict[str, ClusterWatch] = {}
+        """Clusters a reload gave new connection settings, warming up; each replaces its
+        namesake in `clusters` once warm."""
+
+    def warm_up(self, max_wait_s: float, stop: threading.Event | None = None) -> None:
+        """Before the first tick: warm every cluster up, concurrently, and wait until all are
+        ready, for at most max_wait_s (a cluster that is down delays the others' first
+        documents no longer than that) or until `stop` is set."""
+        warming = [cluster.warm_up() for cluster in self.clusters]
+        deadline = time.monotonic() + max_wait_s
+        while warming and (stop is None or not stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0 or not wait(warming, timeout=min(left, 0.1)).not_done:
+                return
 
     def sample(self, wait_s: float | None = None, taken_at: datetime | None = None) -> Sample:
         """One tick over every cluster; wait_s bounds how long a slow cluster may hold it up."""
         started = time.monotonic()
         taken_at = taken_at or on_grid(datetime.now(UTC), self.grid_s)
+        self._take_warmed_up()
         for cluster in self.clusters:
             cluster.start(taken_at)
         wait([f for c in self.clusters if (f := c.in_flight()) is not None], timeout=wait_s)
@@ -220,33 +259,67 @@ class Fleet:
             del self._behind[cluster.name]
             log.info("cluster %s: sampling on schedule again", cluster.name)
 
+    def _take_warmed_up(self) -> None:
+        """At the start of a tick: the clusters done warming up replace their namesakes, each
+        once the old one has no sample in flight (its sample, due at a later tick, would be
+        lost)."""
+        for index, old in enumerate(self.clusters):
+            new = self._warming.get(old.name)
+            if new is None or not new.ready() or old.in_flight() is not None:
+                continue
+            del self._warming[old.name]
+            self.clusters[index] = new
+            old.close()
+            log.info("cluster %s: now sampled with the reloaded connection settings", old.name)
+
     def reconfigure(self, configs: Sequence[ClusterConfig], make_source: SourceFactory,
                     discovery_interval_s: float) -> None:
-        """Apply a reloaded config: same connection → keep the client; else replace it."""
+        """Apply a reloaded config: same connection → keep the client; else a new one, warmed
+        up while the old one goes on sampling (see the module's docstring)."""
         current = {cluster.name: cluster for cluster in self.clusters}
         updated = []
         for config in configs:
             existing = current.pop(config.name, None)
-            if (existing and existing.config.kafka.client_settings == config.kafka.client_settings
-                    and existing.config.mirrors == config.mirrors
-                    and existing.config.offsets_source == config.offsets_source):
-                existing.reconfigure(config)
+            if existing is not None:
                 updated.append(existing)
-            else:
-                if existing:
+            warming = self._warming.pop(config.name, None)
+            if warming is not None:
+                if same_connection(warming.config, config):  # reloaded again while warming
+                    warming.reconfigure(config)
+                    self._warming[config.name] = warming
+                    continue
+                warming.close()  # superseded before it was used
+            if existing is not None and same_connection(existing.config, config):
+                existing.reconfigure(config)
+                continue
+            new = self._cluster(config, make_source, discovery_interval_s)
+            if existing is None or self.make_membership is not None:
+                # A new cluster has no documents a slow start could leave a gap in. With
+                # --ha-group two members of one instance would split its share of the groups,
+                # the old one's going unreported: the client is replaced at once.
+                if existing is not None:
                     existing.close()
-                source = make_source(config)
-                membership = (None if self.make_membership is None
-                              else self.make_membership(config, source))
-                updated.append(ClusterWatch(config, source, discovery_interval_s,
-                                            estimates=Estimates(self.status_rules),
-                                            membership=membership))
+                    updated.remove(existing)
+                updated.append(new)
+                continue
+            new.warm_up()
+            self._warming[config.name] = new
         for gone in current.values():
             log.info("cluster %s removed from the config", gone.name)
             self._behind.pop(gone.name, None)
             gone.close()
+        for name in set(self._warming) - {config.name for config in configs}:
+            self._warming.pop(name).close()
         self.clusters = updated
 
+    def _cluster(self, config: ClusterConfig, make_source: SourceFactory,
+                 discovery_interval_s: float) -> ClusterWatch:
+        source = make_source(config)
+        membership = (None if self.make_membership is None
+                      else self.make_membership(config, source))
+        return ClusterWatch(config, source, discovery_interval_s,
+                            estimates=Estimates(self.status_rules), membership=membership)
+
     def close(self) -> None:
-        for cluster in self.clusters:
+        for cluster in [*self.clusters, *self._warming.values()]:
             cluster.close()
