@@ -83,6 +83,15 @@ class WrappedSource:
                      ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         return self.inner.record_times(requests)
 
+    def membership_changed(self, groups: Sequence[str]) -> list[str]:
+        """Groups whose members changed since this source last described them, as far as it
+        can tell without asking Kafka (the `__consumer_offsets` follower can: FollowedSource);
+        [] when it cannot."""
+        inner: object = self.inner
+        if isinstance(inner, WrappedSource):
+            return inner.membership_changed(groups)
+        return []
+
     def close(self) -> None:
         self.inner.close()
 
@@ -311,6 +320,9 @@ class Sampler:
         now = self._clock()
         membership = self._membership
         due = [g for g in groups if membership.group_due.get(g, now) <= now]
+        if isinstance(self.source, WrappedSource):  # a follower of __consumer_offsets can
+            due_now = set(due)                     # tell which groups' members changed
+            due += [g for g in self.source.membership_changed(groups) if g not in due_now]
         if due:
             self._describe_groups(due, now)
         if membership.topics_due <= now:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from lag_exporter.errors import SourceError
 from lag_exporter.model import GroupOffsets, TopicPartition
-from lag_exporter.sampler import Sampler
+from lag_exporter.sampler import Sampler, WrappedSource
 from lag_exporter.selection import TopicSelection
 
 TP = TopicPartition
@@ -151,6 +151,36 @@ def test_group_descriptions_refresh_on_the_slow_schedule_only() -> None:
         sampler.sample()
     assert kafka.calls.count("describe") == 3
     assert kafka.calls.count("offsets") == 61
+
+
+class ChangeTellingSource(WrappedSource):
+    """A source that can tell, without asking Kafka, which groups' members changed (as the
+    `__consumer_offsets` follower does from membership records)."""
+
+    def __init__(self, inner: FakeKafka) -> None:
+        super().__init__(inner)
+        self.changed: list[str] = []
+
+    def membership_changed(self, groups: Sequence[str]) -> list[str]:
+        changed, self.changed = [g for g in self.changed if g in groups], []
+        return changed
+
+
+def test_a_group_whose_members_changed_is_described_at_the_next_sample() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    source = ChangeTellingSource(kafka)
+    sampler = Sampler(source, ["g", "h"], metadata_refresh_s=30, clock=clock)
+    sampler.sample()
+    assert kafka.described == [["g", "h"]]
+    kafka.members["g"] = ("STABLE", frozenset({TP("t", 0)}))
+    clock.now = 3.0
+    source.changed = ["g"]
+    sampler.sample()
+    assert kafka.described[1:] == [["g"]]  # now, not at its turn in 30 s
+    for second in range(4, 20):  # and not again before its next turn
+        clock.now = float(second)
+        sampler.sample()
+    assert kafka.described[2:] == []
 
 
 def test_group_descriptions_are_spread_over_the_refresh_period() -> None:
