@@ -411,8 +411,10 @@ def report(result: Run, partitions: int, commits_wanted: int) -> tuple[list[str]
     statuses = Counter(str(d.get("status")) for d in docs)
     lines.append("status values (all documents): "
                  + ", ".join(f"{s}={n}" for s, n in statuses.most_common()))
-    partition_statuses = Counter(f"p{p}={d.get('partition_status', {}).get(f'p{p}')}"
-                                 for d in docs for p in range(partitions))
+    # partition_status lists only the partitions that are not OK (documents.py)
+    partition_statuses = Counter(
+        f"p{p}={d.get('partition_status', {}).get(f'p{p}', 'OK') if 'status' in d else None}"
+        for d in docs for p in range(partitions))
     lines.append("partition_status values: "
                  + ", ".join(f"{s}: {n}" for s, n in sorted(partition_statuses.items())))
     if result.status_log:

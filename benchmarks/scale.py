@@ -787,6 +787,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         run_worker(args.worker)
         return 0
+    if args.patch and args.rev == "worktree":
+        parser.error("--patch needs --rev COMMIT (the working tree is measured as it is)")
 
     command = shlex.join([".venv/bin/python", "benchmarks/scale.py",
                           *(sys.argv[1:] if argv is None else argv)])

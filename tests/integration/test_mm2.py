@@ -278,7 +278,9 @@ topic_patterns = ["{topic.replace(".", "[.]")}"]
                                  for d in after), after
 
             # a memberless mirror whose position does not move while behind: STOP
-            wait_for(lambda: any(set(d.get("partition_status", {}).values()) == {"STOP"}
+            # (partition_status lists the partitions that are not OK: here every one, STOP)
+            wait_for(lambda: any(d.get("partition_status") == {f"p{p}": "STOP"
+                                                                for p in range(PARTITIONS)}
                                  for d in exporter.documents(LABEL) if d["topic"] == topic),
                      STOP_AFTER_S * 5, "STOP while MM2 is stopped")
 
