@@ -74,7 +74,9 @@ described together at start-up are not all described again in the same 30 s. Cos
 requests beyond ListOffsets; 300 s would be ~8, and every 30 s as before ~62."""
 REUSABLE_STATES = frozenset({"STABLE", "EMPTY"})
 """Descriptions that are reused: states a group stays in until it writes a record. A group in a
-rebalance, dead or in an unknown state is described at each of the sampler's turns, as before."""
+rebalance, dead or in an unknown state (librdkafka's name for KIP-848's Assigning and
+Reconciling) is described at each of the sampler's turns, as before, and at once when it writes
+a record (membership_changed)."""
 AUTHORIZATION_ERRORS = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError._AUTHENTICATION,
@@ -328,6 +330,9 @@ class _Description:
     membership_seen: int
     """The follower's membership_seen for the group just before Kafka was asked."""
     described_at: float
+    reusable: bool
+    """In one of REUSABLE_STATES. The others are kept too: a record of their group says when
+    to describe it again (membership_changed)."""
 
 
 class FollowedSource(WrappedSource):
@@ -446,7 +451,7 @@ class FollowedSource(WrappedSource):
         asked = []
         for group in groups:
             last = self._descriptions.get(group)
-            if (last is not None and last.membership_seen == seen[group]
+            if (last is not None and last.reusable and last.membership_seen == seen[group]
                     and now - last.described_at < reuse_period_s(group)
                     and self.follower.partition_of(group) in self._caught_up):
                 reused[group] = last.answer
@@ -455,8 +460,9 @@ class FollowedSource(WrappedSource):
         answers = self.inner.group_members(asked) if asked else {}
         for group in asked:
             answer = answers.get(group)
-            if isinstance(answer, tuple) and answer[0] in REUSABLE_STATES:
-                self._descriptions[group] = _Description(answer, seen[group], now)
+            if isinstance(answer, tuple):
+                self._descriptions[group] = _Description(answer, seen[group], now,
+                                                         answer[0] in REUSABLE_STATES)
             else:
                 self._descriptions.pop(group, None)
         self.described_groups, self.reused_descriptions = len(asked), len(reused)
@@ -464,8 +470,9 @@ class FollowedSource(WrappedSource):
         return answers
 
     def membership_changed(self, groups: Sequence[str]) -> list[str]:
-        """The groups, among those with a reusable description, that wrote a membership record
-        since (for the sampler: describe them now rather than at their next turn)."""
+        """The groups described before (in any state) that wrote a membership record since: for
+        the sampler, to describe them now rather than at their next turn (a member joining, a
+        KIP-848 group done reconciling)."""
         if not self.follower.running or not self._descriptions:
             return []
         seen = self.follower.membership_seen([g for g in groups if g in self._descriptions])

@@ -280,6 +280,16 @@ def test_passing_states_and_errors_are_not_reused(
     assert admin.described == [["g0"], ["g0"]]
 
 
+def test_a_passing_state_is_described_again_once_its_group_writes_a_record(
+        parts: tuple[CountingAdmin, Follower, Clock, FollowedSource]) -> None:
+    admin, follower, clock, source = parts
+    admin.members["g0"] = ("UNKNOWN", frozenset())  # how librdkafka shows KIP-848 Reconciling
+    sample(source, ["g0"], clock)
+    assert source.membership_changed(["g0"]) == []
+    follower.record("g0", version=8)  # the member's assignment reconciled
+    assert source.membership_changed(["g0"]) == ["g0"]
+
+
 def test_without_the_follower_every_description_asks_kafka(
         parts: tuple[CountingAdmin, Follower, Clock, FollowedSource]) -> None:
     admin, follower, clock, source = parts
