@@ -52,8 +52,10 @@ from lag_exporter.errors import ConfigError, LagExporterError
 from lag_exporter.logs import configure_logging
 from lag_exporter.mm2 import (
     DEFAULT_CONNECTOR,
+    DEFAULT_SEPARATOR,
     DEFAULT_SOURCE_ALIAS,
     DEFAULT_TARGET_ALIAS,
+    REPLICATION_POLICIES,
     MirrorSettings,
     default_label,
     default_offsets_topic,
@@ -189,6 +191,13 @@ def source_options(command: F) -> F:
                help="MirrorMaker 2: only source topics matching (whole name; repeatable)."),
         option("--mm2-exclude-topic", "mm2_exclude_topics", multiple=True, metavar="REGEX",
                help="MirrorMaker 2: not the source topics matching (whole name; repeatable)."),
+        option("--mm2-replication-policy", type=click.Choice(list(REPLICATION_POLICIES)),
+               default=None,
+               help="MirrorMaker 2: its replication.policy.class, for the replicated topics' "
+                    "names shown: default (DefaultReplicationPolicy: <source alias>.<topic>) or "
+                    "identity (IdentityReplicationPolicy: the same name) [default: default]."),
+        option("--mm2-replication-policy-separator", metavar="TEXT",
+               help="MirrorMaker 2: its replication.policy.separator [default: .]."),
     ]
     for decorate in reversed(options):
         command = decorate(command)
@@ -234,7 +243,8 @@ def example(*lines: str) -> str:
 
 MM2_FLAGS = ("mm2_target_bootstrap_server", "mm2_target_command_config", "mm2_source_alias",
              "mm2_target_alias", "mm2_offsets_topic", "mm2_connector", "mm2_label",
-             "mm2_topic_patterns", "mm2_exclude_topics")
+             "mm2_topic_patterns", "mm2_exclude_topics", "mm2_replication_policy",
+             "mm2_replication_policy_separator")
 CLUSTER_FLAGS = ("bootstrap_server", "command_config", "cluster_name", "groups", "topics",
                  "offsets_source", *MM2_FLAGS)
 
@@ -267,7 +277,7 @@ def mirror_from_flags(params: dict[str, Any]) -> MirrorSettings | None:
                               "(the cluster where MirrorMaker 2's offsets topic is)")
         return None
     for name in ("mm2_source_alias", "mm2_target_alias", "mm2_offsets_topic", "mm2_connector",
-                 "mm2_label"):
+                 "mm2_label", "mm2_replication_policy_separator"):
         if params.get(name) == "":
             raise ConfigError(f"{_flag(name)} must not be empty")
     try:
@@ -284,12 +294,18 @@ def mirror_from_flags(params: dict[str, Any]) -> MirrorSettings | None:
         log.warning("--mm2-target-command-config: %s", warning)
     source_alias = params.get("mm2_source_alias") or DEFAULT_SOURCE_ALIAS
     target_alias = params.get("mm2_target_alias") or DEFAULT_TARGET_ALIAS
+    separator = params.get("mm2_replication_policy_separator") or DEFAULT_SEPARATOR
+    if not re.fullmatch(r"[a-zA-Z0-9._-]+", separator):
+        raise ConfigError(f"--mm2-replication-policy-separator must be characters allowed in a "
+                          f"topic name (letters, digits, '.', '_', '-'), got {separator!r}")
     return MirrorSettings(
         label=params.get("mm2_label") or default_label(source_alias, target_alias),
         target_settings=target.client_settings,
         offsets_topic=params.get("mm2_offsets_topic") or default_offsets_topic(source_alias),
         source_alias=source_alias, target_alias=target_alias,
         connector=params.get("mm2_connector") or DEFAULT_CONNECTOR,
+        replication_policy=params.get("mm2_replication_policy") or "default",
+        replication_separator=separator,
         topics=TopicSelection(
             patterns=_patterns("--mm2-topic-pattern", tuple(params.get("mm2_topic_patterns")
                                                             or ())),

@@ -32,7 +32,8 @@ def params(**given: Any) -> dict[str, Any]:
              "timeout_s", "es_urls", "es_index", "es_username", "es_ca_file",
              "mm2_target_bootstrap_server", "mm2_target_command_config", "mm2_source_alias",
              "mm2_target_alias", "mm2_offsets_topic", "mm2_connector", "mm2_label",
-             "mm2_topic_patterns", "mm2_exclude_topics"]
+             "mm2_topic_patterns", "mm2_exclude_topics", "mm2_replication_policy",
+             "mm2_replication_policy_separator"]
     values: dict[str, Any] = {name: None for name in names}
     values.update(groups=(), topics=(), es_urls=(), mm2_topic_patterns=(),
                   mm2_exclude_topics=())
@@ -91,6 +92,14 @@ def test_no_mirror_without_flags() -> None:
      "no MirrorMaker 2 target cluster given: pass --mm2-target-bootstrap-server (or set "
      "bootstrap.servers in the --mm2-target-command-config file)"),
     ((), "give --group (repeatable) or --config"),
+    (("--mm2-target-bootstrap-server", "d:1", "--mm2-replication-policy-separator", "/"),
+     "--mm2-replication-policy-separator must be characters allowed in a topic name (letters, "
+     "digits, '.', '_', '-'), got '/'"),
+    (("--mm2-target-bootstrap-server", "d:1", "--mm2-replication-policy-separator", ""),
+     "--mm2-replication-policy-separator must not be empty"),
+    (("--mm2-replication-policy", "identity"),
+     "--mm2-replication-policy needs --mm2-target-bootstrap-server (the cluster where "
+     "MirrorMaker 2's offsets topic is)"),
 ])
 def test_bad_mirror_flags_are_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
     done = run("snapshot", "--bootstrap-server", "127.0.0.1:1", *args)
@@ -270,3 +279,13 @@ def test_any_value_of_any_mirror_key_is_loaded_or_a_config_error_naming_it(
         assert len(message.splitlines()) == 1, message
     else:
         assert len(config.clusters[0].mirrors) == 1
+
+
+def test_the_replication_policy_flags() -> None:
+    config = resolve_config(params(bootstrap_server="s:1", mm2_target_bootstrap_server="d:1",
+                                   mm2_source_alias="dc1", mm2_replication_policy="identity"))
+    assert config.clusters[0].mirrors[0].replicated_topic("oasis.a") == "oasis.a"
+    separated = resolve_config(params(bootstrap_server="s:1", mm2_target_bootstrap_server="d:1",
+                                      mm2_source_alias="dc1",
+                                      mm2_replication_policy_separator="_"))
+    assert separated.clusters[0].mirrors[0].replicated_topic("oasis.a") == "dc1_oasis.a"
