@@ -4,17 +4,17 @@
 
 Runs the real Sampler over a fake Kafka shaped like the scale benchmark's estate c (10,000
 partitions in topics of 10-50, 500 groups each committed on its own topics, records arriving on
-every partition every tick) twice: with seconds and status as `watch` runs them, and with both
-switched off (the sampler as it was before issue 11), each sample followed by its documents and
-their bulk body (as watch builds them; lag_seconds and partition_status make them ~3.5x larger),
-in three estates: quiet, typical (records
-arrive every second, groups commit every 5 s, as Kafka consumers do by default) and extreme
-(every commit moves every second). Prints the CPU per sample of each (process time: mean, median
-and p90 over the ticks after a warm-up), the part spent in seconds and status (timed inside
-the Estimates methods: less noisy than a difference of two runs), and the memory of the
-history and status tracker (tracemalloc). Kafka's own cost (the Kafka client process, librdkafka)
-is not in either number: compare the difference with the whole exporter's CPU at scale c in
-BENCHMARKS.md (the same work plus the client process).
+every partition every tick) twice, tick by tick in turns: with seconds and status as `watch`
+runs them, and with both switched off (the sampler as it was before issue 11), each sample
+followed by its documents and their bulk body (as watch builds them), in three estates: quiet,
+typical (records arrive every second, groups commit every 5 s, as Kafka consumers do by
+default) and extreme (every commit moves every second). Prints the CPU per sample of each
+(process time: mean, median and p90 over the ticks after a warm-up), the part spent in seconds
+and status (timed inside the Estimates methods), what they add per sample (with - without, tick
+by tick) and the bulk body sizes, and the memory of the history and status tracker
+(tracemalloc). Kafka's own cost (the Kafka client process, librdkafka), the spool and the log of
+status changes are not in these numbers: compare the difference with the whole exporter's CPU
+at scale c in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -128,26 +128,52 @@ class TimedEstimates(Estimates):
     retain = _timed("retain")
 
 
+class Run:
+    """One sampler over its own estate, each sample followed by its documents and bulk body."""
+
+    def __init__(self, estimates: Estimates, busy: bool, commit_every: int) -> None:
+        source = EstateC(busy, commit_every)
+        self.clock = [0.0]
+        self.estimates = estimates
+        self.sampler = Sampler(source, list(source.partitions_of), clock=lambda: self.clock[0],
+                               estimates=estimates,
+                               wall_clock=lambda: 1_800_000_000.0 + self.clock[0])
+        self.bulk_body = OrjsonNdjsonSerializer()
+        self.costs: list[float] = []
+        self.in_estimates: list[float] = []
+        self.json_bytes = 0
+
+    def tick(self, tick: int) -> None:
+        self.clock[0] = float(tick)
+        spent_before = getattr(self.estimates, "spent", 0.0)
+        started = time.process_time()
+        documents = sample_documents(self.sampler.sample())
+        body = self.bulk_body.dumps([part for document in documents for part in (
+            {"create": {"_index": "consumer_lag", "_id": document.doc_id}}, document.source)])
+        self.costs.append(time.process_time() - started)
+        self.in_estimates.append(getattr(self.estimates, "spent", 0.0) - spent_before)
+        self.json_bytes = len(body)
+
+
 def cpu_per_sample(estimates: Estimates, ticks: int, busy: bool = True, commit_every: int = 1
                    ) -> tuple[list[float], list[float]]:
     """(CPU per sample: the sample, its documents and their bulk body; CPU spent in the
     estimates per sample), warm-up ticks left out."""
-    source = EstateC(busy, commit_every)
-    clock = [0.0]
-    sampler = Sampler(source, list(source.partitions_of), clock=lambda: clock[0],
-                      estimates=estimates, wall_clock=lambda: 1_800_000_000.0 + clock[0])
-    costs, in_estimates = [], []
-    bulk_body = OrjsonNdjsonSerializer()
+    run = Run(estimates, busy, commit_every)
     for tick in range(ticks):
-        clock[0] = float(tick)
-        spent_before = getattr(estimates, "spent", 0.0)
-        started = time.process_time()
-        documents = sample_documents(sampler.sample())
-        bulk_body.dumps([part for document in documents for part in (
-            {"create": {"_index": "consumer_lag", "_id": document.doc_id}}, document.source)])
-        costs.append(time.process_time() - started)
-        in_estimates.append(getattr(estimates, "spent", 0.0) - spent_before)
-    return costs[10:], in_estimates[10:]  # warm-up: the first samples build every structure
+        run.tick(tick)
+    return run.costs[10:], run.in_estimates[10:]  # warm-up: the first samples build everything
+
+
+def interleaved(ticks: int, busy: bool, commit_every: int) -> tuple[Run, Run]:
+    """(without, with), their samples taken alternately, in turns (the order swapped every
+    tick): on a shared machine a load that comes and goes then weighs on both alike."""
+    without = Run(WithoutEstimates(), busy, commit_every)
+    with_estimates = Run(TimedEstimates(), busy, commit_every)
+    for tick in range(ticks):
+        for run in (without, with_estimates) if tick % 2 else (with_estimates, without):
+            run.tick(tick)
+    return without, with_estimates
 
 
 ESTATES = (
@@ -167,16 +193,22 @@ def main() -> None:
     relax_gc()  # as watch does
     for estate, busy, commit_every in ESTATES:
         print(f"estate c, {estate}:")
-        without, _ = cpu_per_sample(WithoutEstimates(), ticks, busy, commit_every)
-        with_estimates, in_estimates = cpu_per_sample(TimedEstimates(), ticks, busy,
-                                                      commit_every)
-        for name, costs in (("sample, documents, body without", without),
-                            ("sample, documents, body with", with_estimates),
-                            ("of which seconds and status", in_estimates)):
+        without, with_estimates = interleaved(ticks, busy, commit_every)
+        for name, costs in (("sample, documents, body without", without.costs[10:]),
+                            ("sample, documents, body with", with_estimates.costs[10:]),
+                            ("of which seconds and status", with_estimates.in_estimates[10:])):
             costs = sorted(costs)
             print(f"  {name:>34}: CPU mean {statistics.mean(costs) * 1000:6.1f} ms, "
                   f"median {statistics.median(costs) * 1000:6.1f} ms, "
                   f"p90 {costs[int(len(costs) * 0.9)] * 1000:6.1f} ms")
+        added = [w - o for w, o in zip(with_estimates.costs[10:], without.costs[10:],
+                                       strict=True)]
+        print(f"  {'added by seconds and status':>34}: CPU mean "
+              f"{statistics.mean(added) * 1000:6.1f} ms, median "
+              f"{statistics.median(added) * 1000:6.1f} ms "
+              f"(+{statistics.mean(added) / statistics.mean(without.costs[10:]) * 100:.0f} %); "
+              f"bulk body {without.json_bytes / 1e6:.2f} MB without, "
+              f"{with_estimates.json_bytes / 1e6:.2f} MB with")
     tracemalloc.start()
     estimates = Estimates()
     cpu_per_sample(estimates, arguments.memory_ticks)

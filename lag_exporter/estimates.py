@@ -111,8 +111,15 @@ class Estimates:
             # Nothing moved since the last tick (most groups at scale, between commits) and no
             # status is due: each record was written when it was, so the seconds only age.
             age = wall_now - last[2]
-            judged = tuple(_new(PartitionLag, (t, n, c, h, lag, s + age if s else s, status))
-                           for t, n, c, h, lag, s, status in last[3])
+            aged: list[PartitionLag] = []
+            append = aged.append
+            for partition_lag in last[3]:
+                t, n, c, h, lag, s, status = partition_lag
+                # 0 (caught up) and None (unknown) stay as they are: the same tuple will do,
+                # and at scale many partitions are caught up.
+                append(_new(PartitionLag, (t, n, c, h, lag, s + age, status)) if s
+                       else partition_lag)
+            judged = tuple(aged)
             status_until, bracketed = last[4], last[5]
         elif last is not None and not evaluate_now and last[1] == assigned and (
                 shortcut := _only_end_offsets_moved(lags, last[3], last[5],
