@@ -84,12 +84,17 @@ class Browser:
                 result: dict[str, Any] = answer["result"]
                 return result
 
-    def open(self, url: str) -> None:
-        """A new tab on url, the one `evaluate` reads from then on."""
-        target = self.call("Target.createTarget", {"url": url}, session=False)
+    def open(self, url: str, phone: tuple[int, int] | None = None) -> None:
+        """A new tab on url, the one `evaluate` reads from then on; with phone=(width, height),
+        as a phone's screen of that size (CSS pixels, touch, mobile viewport)."""
+        target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)
         attached = self.call("Target.attachToTarget",
                              {"targetId": target["targetId"], "flatten": True}, session=False)
         self.session = attached["sessionId"]
+        if phone is not None:
+            self.call("Emulation.setDeviceMetricsOverride", {
+                "width": phone[0], "height": phone[1], "deviceScaleFactor": 2, "mobile": True})
+        self.call("Page.navigate", {"url": url})
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (None when it throws)."""
@@ -201,3 +206,55 @@ def test_the_open_page_redraws_on_each_new_sample_and_says_when_the_watch_is_gon
     finally:
         if watch.process.poll() is None:
             watch.kill()
+
+
+# Where the group's row and its cells are on a phone's screen (CSS pixels).
+PHONE_LAYOUT = """(() => {
+  const row = document.querySelector('tr.row[data-group=%s]');
+  if (!row || !row.querySelector('td.lag').getAttribute('data-lag')) return null;
+  const cells = [...row.querySelectorAll('td')].map((td) => {
+    const box = td.getBoundingClientRect();
+    return {text: td.textContent, left: box.left, right: box.right, shown: box.width > 0};
+  });
+  return {cells, viewport: window.innerWidth,
+          page_width: document.documentElement.scrollWidth};
+})()"""
+
+
+def test_on_a_phone_long_names_wrap_and_lag_behind_status_stay_on_screen(
+        stack: Stack, unique_name: str, browser: Browser) -> None:
+    """390 x 844 CSS pixels (a phone held upright), names of 60 characters: the page does not
+    scroll sideways, and the row's lag, behind and status are on screen without scrolling."""
+    group = f"phone-{unique_name}-" + "g" * (60 - len(unique_name) - 7)
+    topic = f"phone.{unique_name}." + "t" * (60 - len(unique_name) - 7)
+    create_topic(stack.source_bootstrap, topic, 1)
+    produce(stack.source_bootstrap, topic, {0: 12_345})
+    commit(stack.source_bootstrap, group, {(topic, 0): 0})
+    port = free_port()
+    watch = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                            "--interval", "1", "--http-port", str(port),
+                            "--http-host", "127.0.0.1")
+    try:
+        wait_for(lambda: serves(port), timeout=40, what="the watch's HTTP endpoint",
+                 exporter=watch)
+        browser.open(f"http://127.0.0.1:{port}/", phone=(390, 844))
+        found: list[dict[str, Any]] = []
+
+        def laid_out() -> bool:
+            layout = browser.evaluate(PHONE_LAYOUT % json.dumps(group))
+            if layout:
+                found.append(layout)
+            return bool(layout)
+
+        wait_for(laid_out, timeout=30, what="the group's row on the phone", poll_s=0.25,
+                 exporter=watch)
+    finally:
+        watch.kill()
+    layout = found[-1]
+    assert layout["viewport"] == 390 and layout["page_width"] <= 390, layout
+    # cluster, group, topic, lag, max, behind, status: cluster and max are hidden on a phone
+    cluster, name, topic_cell, lag_cell, max_cell, behind, status = layout["cells"]
+    assert not cluster["shown"] and not max_cell["shown"], layout
+    assert (name["text"], topic_cell["text"], lag_cell["text"]) == (group, topic, "12,345")
+    for cell in (name, topic_cell, lag_cell, behind, status):
+        assert cell["left"] >= 0 and cell["right"] <= 390, (cell, layout)
