@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from elasticsearch import Elasticsearch
 from helpers import (
     DescribeRow,
@@ -285,10 +286,15 @@ def replace_file(path: Path, data: bytes) -> None:
 
 
 def write_client(stack: Stack, directory: Path, name: str, common_name: str,
-                 expired: bool = False) -> None:
-    """<name>.p12, <name>.pem and <name>-key.pem: a client certificate from the stack's CA."""
+                 expired: bool = False, password: str = tls.STORE_PASSWORD) -> None:
+    """<name>.p12, <name>.pem and <name>-key.pem: a client certificate from the stack's CA;
+    the PKCS12 keystore and the PEM key encrypted with `password`."""
     ca = tls.load_ca(stack.tls.dir)
-    tls.write_client_files(directory, ca, name, tls.issue_client(ca, common_name, expired))
+    client = tls.issue_client(ca, common_name, expired)
+    tls.write_client_files(directory, ca, name, client, password)
+    (directory / f"{name}-key.pem").write_bytes(client.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password.encode())))
 
 
 def largest_gap(stamps: list[float]) -> float:
@@ -305,14 +311,17 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
     topic, group = lagging
     live = tmp_path / "live"
     live.mkdir()
-    write_client(stack, tmp_path, "first", "lagexp-first")
-    write_client(stack, tmp_path, "second", "lagexp-second")
-    write_client(stack, tmp_path, "expired", "lagexp-old", expired=True)
+    # Passwords of their own (the truststore's is the stack's), searched for in the log below.
+    password = "rotation-keystore-pass-8" if file_format == "PKCS12" else "rotation-key-pass-9"
+    write_client(stack, tmp_path, "first", "lagexp-first", password=password)
+    write_client(stack, tmp_path, "second", "lagexp-second", password=password)
+    write_client(stack, tmp_path, "expired", "lagexp-old", expired=True, password=password)
     if file_format == "PKCS12":
         keystore = (f"ssl.keystore.type=PKCS12\nssl.keystore.location={live / 'client.p12'}\n"
-                    f"ssl.keystore.password={stack.tls.store_password}\n")
-    else:
-        keystore = f"ssl.keystore.type=PEM\nssl.keystore.location={live / 'keystore.pem'}\n"
+                    f"ssl.keystore.password={password}\nssl.key.password={password}\n")
+    else:  # the key encrypted, as ssl.key.password says
+        keystore = (f"ssl.keystore.type=PEM\nssl.keystore.location={live / 'keystore.pem'}\n"
+                    f"ssl.key.password={password}\n")
 
     def install(name: str) -> None:
         if name == "damaged":  # e.g. a half-written file: the reload is rejected
@@ -375,6 +384,8 @@ def test_rotated_client_certificate_is_used_after_sighup_without_a_gap(
     refusals = [line for line in exporter.log() if "expired on" in line]
     assert "CN=lagexp-old" in refusals[0], refusals
     assert sum("config reloaded" in line for line in exporter.log()) == 2
+    for secret in (password, stack.tls.store_password):  # through both reloads and a refusal
+        assert not [line for line in exporter.log() if secret in line]
 
 
 # ---------------------------------------------------------------- secrets
