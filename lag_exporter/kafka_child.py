@@ -75,7 +75,6 @@ def serve(conn: Connection) -> None:
     from lag_exporter.kafka_source import KafkaSource
 
     source = KafkaSource(cluster, settings, timeout_s)
-    del settings
     relax_gc()
     while True:
         try:
