@@ -277,7 +277,11 @@ class WatermarkHistory(Generic[Key]):
                 return _age(now, created)
             if offset < committed and (not has_low or offset >= low_offset):
                 has_low, low_offset, low_time = True, offset, created
-            elif committed < start and offset < high_offset:
+            elif committed < start and (offset < high_offset or (
+                    offset == high_offset and created < high_time)):
+                # At the bracket's own upper offset too: the broker's time can be the tighter
+                # bound (else a committed offset below the fact could get fewer seconds than
+                # one inside it: hypothesis found it).
                 high_offset, high_time = offset, created
         if not has_low:
             return None

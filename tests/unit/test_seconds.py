@@ -405,3 +405,13 @@ def test_record_all_is_record_of_each(ticks: list[dict[str, int]], steps: list[f
         assert repr(all_at_once.points(key)) == repr(one_by_one.points(key))
         assert repr(all_at_once.seconds_behind(key, 0, 30, at + 1.0)) == repr(
             one_by_one.seconds_behind(key, 0, 30, at + 1.0))
+
+
+def test_a_record_time_at_the_brackets_upper_offset_bounds_the_offsets_below_it() -> None:
+    # found by test_a_larger_committed_offset_never_gives_more_seconds: offset 0 got 0.75 s
+    # while offset 1 (a record written at 0.0, read from the broker) got 1.0 s
+    history: WatermarkHistory[str] = WatermarkHistory()
+    history.record("p", 0, 0.0)
+    history.remember_record_time("p", 1, 2, 0.0)
+    assert history.seconds_behind("p", 1, 2, 1.0) == 1.0
+    assert history.seconds_behind("p", 0, 2, 1.0) == 1.0
