@@ -235,6 +235,9 @@ class KafkaSource:
         sends one ListOffsets request per partition leader and chunk, all chunks in flight.
         Partitions the client's metadata is behind on (partitions added, leader moved) are asked
         again once, after a refresh of their topics' metadata."""
+        # Serve queued client callbacks (errors, statistics) here too: following the commits,
+        # committed_offsets is not called, and events left unserved pile up in librdkafka.
+        self._admin.poll(0)
         high_watermarks, behind = self._list_end_offsets(chunk_by_topic(partitions,
                                                                         LIST_OFFSETS_CHUNK))
         now = time.monotonic()

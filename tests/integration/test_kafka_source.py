@@ -193,3 +193,26 @@ def test_the_record_time_reader_builds_no_statistics_nobody_serves(
     source.record_times(wanted)
     source.committed_offsets(["nobody-" + unique_name])  # its poll(0) serves the admin's own
     assert client_types and "consumer" not in client_types
+
+
+def test_client_callbacks_are_served_when_only_end_offsets_are_asked(
+    stack: Stack, unique_name: str
+) -> None:
+    """Following `__consumer_offsets`, a sample asks only for end offsets: the client's queued
+    events (errors, statistics) must still be served, or they pile up in librdkafka (statistics
+    unserved grew a process by ~7 MB/s) and errors are never logged."""
+    topic = f"callbacks.{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 1)
+    statistics: list[str] = []
+    source = KafkaSource("c", {"bootstrap.servers": stack.source_bootstrap,
+                               "statistics.interval.ms": "200",
+                               "stats_cb": statistics.append}, 10.0)  # type: ignore[dict-item]
+    try:
+        deadline = time.monotonic() + 10
+        while not statistics and time.monotonic() < deadline:
+            assert source.high_watermarks([(topic, 0)]) == {TopicPartition(topic, 0): 0}
+            time.sleep(0.3)
+        assert statistics, "no statistics event served in 10 s of end-offset requests"
+        assert "brokers" in json.loads(statistics[0])  # librdkafka statistics JSON
+    finally:
+        source.close()
