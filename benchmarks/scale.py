@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import math
 import os
 import platform
@@ -57,6 +56,8 @@ from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO))  # appended: the exported lag_exporter (PYTHONPATH) must win
+
+from child_probe import ChildProbe  # noqa: E402  (benchmarks/, next to this file)
 
 from stack import stackctl  # noqa: E402
 
@@ -278,47 +279,6 @@ def exporter_usage() -> tuple[float, dict[int, int], dict[int, float]]:
     return sum(cpu.values()), rss, cpu
 
 
-class ChildProbe:
-    """librdkafka stats_cb, picklable (module level), so it also works when watch runs the Kafka
-    client in a child process (lag_exporter/isolation.py). On each statistics event (served by
-    the poll(0) KafkaSource makes once per sample) it appends one JSON line to `path`: time, total
-    requests sent (`tx`, all brokers) and, in protocol mode, the requests counted by API from
-    librdkafka's protocol debug log (the stats `req` object misses admin OffsetFetch requests)."""
-
-    def __init__(self, path: str, protocol: bool) -> None:
-        self.path = path
-        self.protocol = protocol
-        self.sent: Counter[str] = Counter()
-        self.installed = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "protocol": self.protocol}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["protocol"])  # type: ignore[misc]
-
-    def __call__(self, text: str) -> None:
-        if self.protocol and not self.installed:
-            self.installed = True
-            sent = self.sent
-
-            class CountRequests(logging.Handler):
-                def emit(self, record: logging.LogRecord) -> None:
-                    match = re.search(r"Sent (\w+)Request", record.getMessage())
-                    if match:
-                        sent[match.group(1)] += 1
-
-            rdkafka_log = logging.getLogger("lag_exporter.librdkafka")
-            rdkafka_log.setLevel(logging.DEBUG)
-            rdkafka_log.propagate = False
-            rdkafka_log.addHandler(CountRequests())
-        data = json.loads(text)
-        tx = sum(int(b.get("tx", 0)) for b in data.get("brokers", {}).values())
-        with open(self.path, "a") as out:
-            out.write(json.dumps({"t": time.monotonic(), "pid": os.getpid(), "tx": tx,
-                                  "sent": dict(self.sent)}) + "\n")
-
-
 def requests_per_sample(probe_path: Path, starts: list[float], window_start: float
                         ) -> tuple[dict[str, float], float]:
     """(by API, all) per sample between the first probe line in the window and the last."""
@@ -358,6 +318,9 @@ def run_worker(spec_path: Path) -> None:
     probe_path.unlink(missing_ok=True)
     sampled = [0]
 
+    # The Kafka client process unpickles the probe: it must find benchmarks/child_probe.py.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [os.environ.get("PYTHONPATH"), str(Path(__file__).resolve().parent)]))
     kafka = kafka_settings(TARGET, None, "bench")
     kafka.client_settings["statistics.interval.ms"] = "1000"
     cast(dict[str, Any], kafka.client_settings)["stats_cb"] = ChildProbe(str(probe_path),
