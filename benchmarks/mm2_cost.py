@@ -147,6 +147,30 @@ class MirrorFlusher(threading.Thread):
             self.stop.wait(max(0.0, wait))
 
 
+class GroupCommitter(threading.Thread):
+    """--group-commits: commits the group's 10,000 positions once a second, so that the group's
+    side also has 10,000 records a second to follow (in __consumer_offsets), as the mirror has."""
+
+    def __init__(self, watermarks: dict[Partition, int]) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.offsets = [TopicPartition(t, p, hw - 1) for (t, p), hw in watermarks.items()]
+        self.consumer = Consumer({"bootstrap.servers": TARGET, "group.id": GROUP,
+                                  "enable.auto.commit": False})
+        self.stop = threading.Event()
+        self.commits = 0
+
+    def run(self) -> None:
+        next_commit = time.monotonic()
+        while not self.stop.is_set():
+            self.consumer.commit(offsets=self.offsets, asynchronous=False)
+            self.commits += 1
+            next_commit += 1.0
+            self.stop.wait(max(0.0, next_commit - time.monotonic()))
+        self.consumer.close()
+
+
 def descendants(root: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -304,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=10, help="seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs")
+    parser.add_argument("--group-commits", action="store_true",
+                        help="the group also commits its 10,000 positions every second (the same "
+                             "record rate on both sides)")
     args = parser.parse_args(argv)
 
     estate = plan_estate("c")
@@ -319,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     flusher = MirrorFlusher(position_records(watermarks))
     flusher.start()
     say(f"writing {len(partitions)} positions to {OFFSETS_TOPIC} every second")
+    committer = GroupCommitter(watermarks) if args.group_commits else None
+    if committer is not None:
+        committer.start()
+        say(f"committing {GROUP}'s {len(partitions)} positions every second")
 
     common = [EXPORTER, "watch", "--bootstrap-server", TARGET, "--interval", "1"]
     commands = {
@@ -340,6 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
     flusher.stop.set()
     flusher.join(30)
+    if committer is not None:
+        committer.stop.set()
+        committer.join(30)
+        print(f"the group committed its {len(partitions)} positions every second "
+              f"({committer.commits} commits)")
 
     expected_lag = sum(hw - (hw - 1) for hw in watermarks.values())
     print(f"estate c: {len(partitions)} partitions; mirror positions re-written every second "
@@ -366,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("check: every run reported all partitions with the expected lag total "
           f"{expected_lag}" if not problems else "check FAILED: " + "; ".join(problems))
     print("reproduce: .venv/bin/python benchmarks/mm2_cost.py "
-          f"--seconds {args.seconds:g} --warmup {args.warmup:g} --rounds {args.rounds}")
+          f"--seconds {args.seconds:g} --warmup {args.warmup:g} --rounds {args.rounds}"
+          + (" --group-commits" if args.group_commits else ""))
     print(f"commands: A: {' '.join(commands['A group'][1:])}")
     print(f"          B: {' '.join(commands['B mirror'][1:])}")
     sys.stdout.flush()
