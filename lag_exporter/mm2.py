@@ -151,8 +151,18 @@ def parse_key(key: bytes | None, connector: str, source_alias: str) -> TopicPart
     return TopicPartition(topic, number)
 
 
+_OFFSET_PREFIX = b'{"offset":'
+"""How Connect's JsonConverter writes every value: `{"offset":N}`, no spaces."""
+
+
 def parse_value(value: bytes) -> int | str:
     """The stored offset, or why the value is not one."""
+    if value.startswith(_OFFSET_PREFIX) and value.endswith(b"}"):
+        # The converter's own shape, read without json.loads: at 10,000 positions a second
+        # this is most of the cost of following a mirror. Anything else takes the JSON path.
+        digits = value[len(_OFFSET_PREFIX):-1]
+        if digits.isdigit() and (digits[0] != 0x30 or len(digits) == 1):  # no leading 0
+            return int(digits)
     parsed_value = _json(value)
     if parsed_value is _NOT_JSON:
         return NOT_JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +23,10 @@ from lag_exporter.mm2 import (
     default_offsets_topic,
     parse_key,
     parse_record,
+    parse_value,
 )
+from lag_exporter.mm2 import _NOT_JSON as NOT_PARSED
+from lag_exporter.mm2 import _json as parse_json
 from lag_exporter.model import TopicPartition
 from lag_exporter.selection import TopicSelection
 
@@ -210,3 +214,35 @@ def test_remembered_keys_give_what_parsing_each_record_gives(
     assert positions.stored == stored
     assert positions.skipped == skipped
     assert positions.records == len(records)
+
+
+def value_by_json(raw: bytes) -> int | str:
+    """parse_value's answer without its shortcut: json.loads, then the shape check."""
+    parsed = parse_json(raw)
+    if parsed is NOT_PARSED:
+        return NOT_JSON
+    offset = parsed.get("offset") if isinstance(parsed, dict) else None
+    if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0:
+        return offset
+    return OTHER_VALUE_SHAPE
+
+
+SHORTCUT_EDGES = [b"", b"0", b"00", b"007", b"1e3", b"1.0", b"+1", b"-1", b"\xd9\xa3", b"1 ",
+                  b" 1", b"12_3", b"true", b"null", b"{}", b"1}"]
+converter_like = st.builds(
+    lambda prefix, digits, suffix: prefix + digits + suffix,
+    st.sampled_from([b'{"offset":', b'{"offset":', b'{"offset": ', b'{"offsets":']),
+    st.one_of(st.integers(0, 10**20).map(lambda n: str(n).encode()),
+              st.sampled_from(SHORTCUT_EDGES)),
+    st.sampled_from([b"}", b"}", b" }", b"}}", b"", b',"x":1}', b"}\n"]))
+
+
+@pytest.mark.parametrize("digits", SHORTCUT_EDGES)
+def test_the_converter_shape_shortcut_takes_no_odd_digits(digits: bytes) -> None:
+    raw = b'{"offset":' + digits + b"}"
+    assert parse_value(raw) == value_by_json(raw)
+
+
+@given(st.one_of(converter_like, st.binary(max_size=30)))
+def test_the_converter_shape_shortcut_answers_what_json_answers(raw: bytes) -> None:
+    assert parse_value(raw) == value_by_json(raw)
