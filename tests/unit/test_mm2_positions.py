@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lag_exporter.mm2 import _NOT_JSON as NOT_PARSED
 from lag_exporter.mm2 import (
     NOT_JSON,
     OTHER_CLUSTER,
@@ -25,7 +26,6 @@ from lag_exporter.mm2 import (
     parse_record,
     parse_value,
 )
-from lag_exporter.mm2 import _NOT_JSON as NOT_PARSED
 from lag_exporter.mm2 import _json as parse_json
 from lag_exporter.model import TopicPartition
 from lag_exporter.selection import TopicSelection
