@@ -100,9 +100,9 @@ class WithoutEstimates(Estimates):
     def record_time_requests(self, committed: object, now: float) -> dict[TopicPartition, int]:
         return {}
 
-    def judge(self, group: str, lags: object, assigned: frozenset[TopicPartition],
-              wall_now: float, now: float) -> tuple[PartitionLag, ...]:
-        return tuple(lags)  # type: ignore[arg-type]
+    def judge_as_of(self, group: str, lags: object, assigned: frozenset[TopicPartition],
+                    wall_now: float, now: float) -> tuple[tuple[PartitionLag, ...], float]:
+        return tuple(lags), 0.0  # type: ignore[arg-type]
 
 
 class TimedEstimates(Estimates):
@@ -124,7 +124,7 @@ class TimedEstimates(Estimates):
     observe_watermarks = _timed("observe_watermarks")
     record_time_requests = _timed("record_time_requests")
     remember_record_times = _timed("remember_record_times")
-    judge = _timed("judge")
+    judge_as_of = _timed("judge_as_of")
     retain = _timed("retain")
 
 

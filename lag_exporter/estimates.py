@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
-from lag_exporter.model import PartitionLag, TopicPartition
+from lag_exporter.model import PartitionLag, TopicPartition, aged_partitions
 from lag_exporter.seconds import WatermarkHistory
 from lag_exporter.status import PartitionStatusTracker, StatusRules
 
@@ -60,9 +60,10 @@ class Estimates:
         """The `now` of the tick whose statuses are evaluated (the sampler passes one `now`
         to every group of a sample)."""
         self._groups: dict[str, _LastTick] = {}
-        """Per group, the last tick: (lags as computed, assignment, wall time, judged lags, the
-        earliest time one of its statuses may change, per partition whether the history
-        brackets the write time of the record at its committed offset)."""
+        """Per group, the last judged lags: (lags as computed, assignment, wall time they were
+        judged at, judged lags, the earliest time one of their statuses may change, per
+        partition whether the history brackets the write time of the record at its committed
+        offset)."""
         self._unchanged: dict[tuple[str, TopicPartition],
                               tuple[int | None, int, bool, float, bool]] = {}
         """Per group x partition: (committed, high watermark, assigned, write time of the
@@ -100,6 +101,15 @@ class Estimates:
               ) -> tuple[PartitionLag, ...]:
         """`lags` with seconds (at wall_now) and, unless judge_status is off, status (at now,
         any one clock) filled in."""
+        judged, age = self.judge_as_of(group, lags, assigned, wall_now, now)
+        return aged_partitions(judged, age)
+
+    def judge_as_of(self, group: str, lags: Sequence[PartitionLag],
+                    assigned: frozenset[TopicPartition], wall_now: float, now: float
+                    ) -> tuple[tuple[PartitionLag, ...], float]:
+        """As judge, but the seconds of the lags returned are those of `age` seconds ago (the
+        second element): a group whose offsets did not move since an earlier tick gets that
+        tick's judged lags, the same tuple, instead of a rebuilt one (GroupLag.seconds_age)."""
         lags = tuple(lags)  # the sampler's tuple as it is; compared with the last tick's
         if self.judge_status and now >= self._next_evaluation:  # once per tick, every group
             self._evaluation_at = now
@@ -108,20 +118,11 @@ class Estimates:
         last = self._groups.get(group)
         if (last is not None and last[0] == lags and last[1] == assigned
                 and last[2] <= wall_now and not (evaluate_now and now >= last[4])):
-            # Nothing moved since the last tick (most groups at scale, between commits) and no
-            # status is due: each record was written when it was, so the seconds only age.
-            age = wall_now - last[2]
-            aged: list[PartitionLag] = []
-            append = aged.append
-            for partition_lag in last[3]:
-                t, n, c, h, lag, s, status = partition_lag
-                # 0 (caught up) and None (unknown) stay as they are: the same tuple will do,
-                # and at scale many partitions are caught up.
-                append(_new(PartitionLag, (t, n, c, h, lag, s + age, status)) if s
-                       else partition_lag)
-            judged = tuple(aged)
-            status_until, bracketed = last[4], last[5]
-        elif last is not None and not evaluate_now and last[1] == assigned and (
+            # Nothing moved since those lags were judged (most groups at scale, between
+            # commits) and no status is due: each record was written when it was, so their
+            # seconds only age, by the time since.
+            return last[3], wall_now - last[2]
+        if last is not None and not evaluate_now and last[1] == assigned and (
                 shortcut := _only_end_offsets_moved(lags, last[3], last[5],
                                                     wall_now - last[2])) is not None:
             # Their statuses learn the new lags at the next evaluation, by _judge_each.
@@ -131,10 +132,10 @@ class Estimates:
                 group, lags, assigned, wall_now, now, evaluate_now)
             if every_bracketed is None:  # some seconds may be known next tick: no shortcut
                 self._groups.pop(group, None)
-                return judged
+                return judged, 0.0
             bracketed = every_bracketed
         self._groups[group] = (lags, assigned, wall_now, judged, status_until, bracketed)
-        return judged
+        return judged, 0.0
 
     def _judge_each(self, group: str, lags: Iterable[PartitionLag],
                     assigned: frozenset[TopicPartition], wall_now: float, now: float,

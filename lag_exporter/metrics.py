@@ -293,25 +293,40 @@ def _number(value: float) -> str:
 class _GroupText:
     """One group's lines of each lag family (partition-level ones joined), reused while the
     group's partitions are equal to those of the previous sample (idle groups, groups between
-    two commits): comparing two tuples of NamedTuples is far cheaper than formatting them."""
+    two commits): comparing two tuples of NamedTuples is far cheaper than formatting them. When
+    only their age changed (GroupLag.seconds_age), only the seconds lines are formatted again."""
 
-    __slots__ = ("families", "partitions", "watermarks")
+    __slots__ = ("complete", "families", "partitions", "seconds_age", "watermarks")
 
     def __init__(self, group_lag: GroupLag) -> None:
         self.partitions = group_lag.partitions
+        self.seconds_age = group_lag.seconds_age
         self.watermarks: dict[tuple[str, int], int] = {}
-        self.families = _group_lines(group_lag, self.watermarks)
+        self.families, self.complete = _group_lines(group_lag, self.watermarks)
+        self.families.update(_seconds_lines(group_lag, self.complete))
+
+    def age(self, group_lag: GroupLag) -> None:
+        """The same partitions, seconds_age later."""
+        self.seconds_age = group_lag.seconds_age
+        self.families.pop(_SECONDS, None)
+        self.families.pop(_MAX_SECONDS, None)
+        self.families.update(_seconds_lines(group_lag, self.complete))
 
 
 _LAG, _OFFSET, _MAX, _SUM, _TOPIC_SUM, _LATEST, _UNKNOWN, _SECONDS, _MAX_SECONDS, _STATUS = (
     name for name, _ in _LAG_FAMILIES)
 
 
-def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) -> dict[str, str]:
-    """The group's lines per family (each line ending in a newline); fills `watermarks`."""
+def _group_labels(group_lag: GroupLag) -> str:
+    return f'cluster_name="{_label(group_lag.cluster)}",group="{_label(group_lag.group)}"'
+
+
+def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]
+                 ) -> tuple[dict[str, str], bool]:
+    """The group's lines per family but the seconds ones (each line ending in a newline), and
+    whether every partition's end offset is known; fills `watermarks`."""
     lines: dict[str, list[str]] = {}
-    cluster, group = group_lag.cluster, group_lag.group
-    group_labels = f'cluster_name="{_label(cluster)}",group="{_label(group)}"'
+    group_labels = _group_labels(group_lag)
     by_topic: dict[str, list[PartitionLag]] = {}
     for p in group_lag.partitions:
         by_topic.setdefault(p.topic, []).append(p)
@@ -320,10 +335,8 @@ def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) ->
             watermarks[key] = max(p.high_watermark, watermarks.get(key, p.high_watermark))
     lag: list[str] = []
     offset: list[str] = []
-    seconds: list[str] = []
     every_lag: list[int] = []
-    every_seconds: list[float] = []
-    complete = seconds_complete = True
+    complete = True
     for topic, partitions in by_topic.items():
         topic_labels = f'{group_labels},topic="{_label(topic)}"'
         head = "{" + topic_labels + ',partition="'
@@ -332,11 +345,6 @@ def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) ->
                 lag.append(f'{_LAG}{head}{p.partition}"}} {p.lag}\n')
             if p.committed_offset is not None:
                 offset.append(f'{_OFFSET}{head}{p.partition}"}} {p.committed_offset}\n')
-            if p.seconds is not None:
-                seconds.append(f'{_SECONDS}{head}{p.partition}"}} {_number(p.seconds)}\n')
-                every_seconds.append(p.seconds)
-            elif p.lag is not None:
-                seconds_complete = False
         missing = partitions_unknown(partitions)
         lines.setdefault(_UNKNOWN, []).append(f"{_UNKNOWN}{{{topic_labels}}} {missing}\n")
         known = [p.lag for p in partitions if p.lag is not None]
@@ -352,11 +360,34 @@ def _group_lines(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) ->
     if every_lag and complete:
         lines[_MAX] = [f"{_MAX}{{{group_labels}}} {max(every_lag)}\n"]
         lines[_SUM] = [f"{_SUM}{{{group_labels}}} {sum(every_lag)}\n"]
+    lines[_LAG], lines[_OFFSET] = lag, offset
+    return {name: "".join(group_lines) for name, group_lines in lines.items()
+            if group_lines}, complete
+
+
+def _seconds_lines(group_lag: GroupLag, complete: bool) -> dict[str, str]:
+    """The group's seconds lines, as of this sample (`complete`: every end offset known)."""
+    group_labels = _group_labels(group_lag)
+    age = group_lag.seconds_age
+    seconds: list[str] = []
+    every_seconds: list[float] = []
+    seconds_complete = True
+    heads: dict[str, str] = {}
+    for p in group_lag.partitions:
+        if p.seconds is not None:
+            head = heads.get(p.topic)
+            if head is None:
+                head = heads[p.topic] = (f'{_SECONDS}{{{group_labels},topic="{_label(p.topic)}"'
+                                         ',partition="')
+            value = p.seconds + age if p.seconds else p.seconds
+            seconds.append(f'{head}{p.partition}"}} {_number(value)}\n')
+            every_seconds.append(value)
+        elif p.lag is not None:
+            seconds_complete = False
+    lines = {_SECONDS: "".join(seconds)} if seconds else {}
     if every_seconds and complete and seconds_complete:
-        lines[_MAX_SECONDS] = [
-            f"{_MAX_SECONDS}{{{group_labels}}} {_number(max(every_seconds))}\n"]
-    lines[_LAG], lines[_OFFSET], lines[_SECONDS] = lag, offset, seconds
-    return {name: "".join(group_lines) for name, group_lines in lines.items() if group_lines}
+        lines[_MAX_SECONDS] = f"{_MAX_SECONDS}{{{group_labels}}} {_number(max(every_seconds))}\n"
+    return lines
 
 
 class _LagText:
@@ -379,6 +410,8 @@ class _LagText:
             text = previous.get(key)
             if text is None or text.partitions != group_lag.partitions:
                 text = _GroupText(group_lag)
+            elif text.seconds_age != group_lag.seconds_age:
+                text.age(group_lag)
             self._groups[key] = text
             for name, lines in text.families.items():
                 chunks[name].append(lines)

@@ -59,6 +59,6 @@ def partition_documents(sample: Sample) -> list[Document]:
                            group_lag.cluster, group_lag.group, lag)
         for group_lag in sample.groups
         if group_lag.error is None
-        for lag in group_lag.partitions
+        for lag in group_lag.current_partitions()
         if lag.committed_offset is not None
     ]

@@ -22,7 +22,7 @@ def _rows(sample: Sample) -> list[tuple[str, ...]]:
     committed or known."""
     rows: list[tuple[str, ...]] = [COLUMNS]
     for group_lag in sorted(sample.groups, key=lambda g: g.group):
-        for p in group_lag.partitions:
+        for p in group_lag.current_partitions():
             rows.append((group_lag.group, p.topic, str(p.partition), _cell(p.committed_offset),
                          _cell(p.high_watermark), _cell(p.lag), _seconds(p.seconds)))
     return rows

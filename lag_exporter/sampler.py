@@ -205,15 +205,20 @@ class Sampler:
         self._read_record_times(group_lags)
         now = self._clock()
         judged = tuple(
-            group_lag if group_lag.error else replace(group_lag, partitions=self.estimates.judge(
-                group_lag.group, group_lag.partitions,
-                membership.assigned.get(group_lag.group, frozenset()), read_at, now))
+            group_lag if group_lag.error else self._judged(group_lag, membership, read_at, now)
             for group_lag in group_lags)
         if now >= self._next_retain:
             self._next_retain = now + self.metadata_refresh_s
             self._forget_unreported(judged)
         return Sample(taken_at=taken_at, groups=judged,
                       duration_s=self._clock() - started, warnings=tuple(warnings))
+
+    def _judged(self, group_lag: GroupLag, membership: _Membership, read_at: float, now: float
+                ) -> GroupLag:
+        partitions, seconds_age = self.estimates.judge_as_of(
+            group_lag.group, group_lag.partitions,
+            membership.assigned.get(group_lag.group, frozenset()), read_at, now)
+        return replace(group_lag, partitions=partitions, seconds_age=seconds_age)
 
     def _read_record_times(self, group_lags: Iterable[GroupLag]) -> None:
         """Record timestamps for the consumers further behind than the history reaches."""

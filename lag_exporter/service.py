@@ -24,7 +24,7 @@ from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
 from lag_exporter.gc_tuning import relax_gc
 from lag_exporter.lag import lag_total, partitions_unknown
-from lag_exporter.model import GroupLag, Sample
+from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.outbox import Outbox
 from lag_exporter.sinks import DeliveryReport, Sink
 from lag_exporter.status import OK, group_status, status_changes, worst_status
@@ -211,6 +211,28 @@ class GroupHealth:
             log.warning("%s: sampling again", what)
 
 
+_GroupStatuses = tuple[tuple[PartitionLag, ...], dict[tuple[str, str, str], str],
+                       dict[tuple[str, str, str], tuple[int, str]]]
+
+
+def _statuses_of(group_lag: GroupLag) -> tuple[dict[tuple[str, str, str], str],
+                                               dict[tuple[str, str, str], tuple[int, str]]]:
+    """The group's status per cluster x group x topic, and per topic its most severe partition
+    that is not OK (number, status), for the log line."""
+    by_topic: dict[str, list[str]] = {}
+    worst: dict[tuple[str, str, str], tuple[int, str]] = {}
+    for p in group_lag.partitions:
+        if p.status is not None:
+            by_topic.setdefault(p.topic, []).append(p.status)
+            key = (group_lag.cluster, group_lag.group, p.topic)
+            named = worst.get(key)
+            if p.status != OK and (named is None
+                                   or worst_status((named[1], p.status)) != named[1]):
+                worst[key] = (p.partition, p.status)
+    return ({(group_lag.cluster, group_lag.group, topic): group_status(statuses)
+             for topic, statuses in by_topic.items()}, worst)
+
+
 class Watch:
     def __init__(
         self,
@@ -244,6 +266,9 @@ class Watch:
         self._last_summary = 0.0
         self._statuses: dict[tuple[str, str, str], str] = {}
         """Status of each cluster x group x topic at the last sample, to log changes."""
+        self._group_statuses: dict[tuple[str, str], _GroupStatuses] = {}
+        """Per cluster x group, its statuses per topic and most severe partitions, with the
+        partitions they were read from: a group passed on unchanged is not walked again."""
         self._skipping_since: int | None = None
         """ticks_skipped when the current episode of skipped ticks began; None: on schedule."""
         self._on_time = 0
@@ -374,22 +399,19 @@ class Watch:
         current = {key: value for key, value in self._statuses.items()
                    if key[0] in sample.pending_clusters}  # their sample comes later
         worst: dict[tuple[str, str, str], tuple[int, str]] = {}
+        group_statuses: dict[tuple[str, str], _GroupStatuses] = {}
         for group_lag in sample.groups:
             if group_lag.error:  # unknown now: keep what was known
                 current.update((key, value) for key, value in self._statuses.items()
                                if key[:2] == (group_lag.cluster, group_lag.group))
                 continue
-            by_topic: dict[str, list[str]] = {}
-            for p in group_lag.partitions:
-                if p.status is not None:
-                    by_topic.setdefault(p.topic, []).append(p.status)
-                    key = (group_lag.cluster, group_lag.group, p.topic)
-                    named = worst.get(key)  # the most severe partition, for the log line
-                    if p.status != OK and (named is None
-                                           or worst_status((named[1], p.status)) != named[1]):
-                        worst[key] = (p.partition, p.status)
-            for topic, statuses in by_topic.items():
-                current[(group_lag.cluster, group_lag.group, topic)] = group_status(statuses)
+            known = self._group_statuses.get((group_lag.cluster, group_lag.group))
+            if known is None or known[0] is not group_lag.partitions:
+                known = (group_lag.partitions, *_statuses_of(group_lag))
+            group_statuses[(group_lag.cluster, group_lag.group)] = known
+            current.update(known[1])
+            worst.update(known[2])
+        self._group_statuses = group_statuses
         for (cluster, group, topic), old, new in status_changes(self._statuses, current):
             if new is None:
                 continue  # no longer reported: the group or topic is gone, not recovered

@@ -95,7 +95,8 @@ def group_rows(group_lag: GroupLag) -> list[TopicRow]:
         return [TopicRow(group_lag.cluster, group_lag.group, "", None, None, None, None, 0, (),
                          error=group_lag.error)]
     return [_topic_row(group_lag.cluster, group_lag.group, topic, list(lags))
-            for topic, lags in groupby(group_lag.partitions, key=lambda p: p.topic)]
+            for topic, lags in groupby(group_lag.current_partitions(),
+                                       key=lambda p: p.topic)]
 
 
 def sample_rows(sample: Sample) -> list[TopicRow]:

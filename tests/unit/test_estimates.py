@@ -1,6 +1,7 @@
 """Issue 11 wiring (pure): seconds and status reach the lags, the documents, /metrics and the
 log; record timestamps are asked for sparingly (fakes for Kafka only)."""
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 
@@ -11,10 +12,20 @@ from test_sampler import Clock, FakeKafka
 from lag_exporter.documents import sample_documents
 from lag_exporter.estimates import Estimates
 from lag_exporter.metrics import LagMetrics
-from lag_exporter.model import GroupLag, GroupOffsets, PartitionLag, Sample, TopicPartition
+from lag_exporter.model import (
+    GroupLag,
+    GroupOffsets,
+    PartitionLag,
+    Sample,
+    TopicPartition,
+    aged_partitions,
+)
+from lag_exporter.partition_documents import partition_documents
+from lag_exporter.report import format_tsv
 from lag_exporter.sampler import Sampler
 from lag_exporter.service import Watch
 from lag_exporter.status import StatusRules
+from lag_exporter.view import group_rows
 
 TP = TopicPartition
 MOMENT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -298,3 +309,56 @@ def test_the_status_change_line_names_the_most_severe_partition(
     watch.outbox.close()
     assert [r.getMessage() for r in caplog.records if "status" in r.getMessage()] == [
         "cluster c group g topic t: status OK -> ERR (p0 STOP)"]
+
+
+def test_an_unchanged_group_is_passed_on_as_the_same_lags_with_their_age() -> None:
+    estimates = Estimates()
+    estimates.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    estimates.observe_watermarks({TP("t", 0): 10}, at=1010.0)  # then the topic goes quiet
+    lags = [PartitionLag("t", 0, 5, 10, 5), PartitionLag("t", 1, 3, 3, 0)]
+    first, first_age = estimates.judge_as_of("g", lags, frozenset(), wall_now=1010.0, now=0.0)
+    second, second_age = estimates.judge_as_of("g", lags, frozenset(), wall_now=1011.0, now=1.0)
+    third, third_age = estimates.judge_as_of("g", lags, frozenset(), wall_now=1013.5, now=2.0)
+    assert second is first and third is first  # passed on, not rebuilt
+    assert (first_age, second_age, third_age) == (0.0, 1.0, 3.5)  # since they were judged
+    assert first[0].seconds is not None and first[1].seconds == 0.0
+    fresh = Estimates()
+    fresh.observe_watermarks({TP("t", 0): 0}, at=1000.0)
+    fresh.observe_watermarks({TP("t", 0): 10}, at=1010.0)
+    computed = fresh.judge("g", lags, frozenset(), wall_now=1013.5, now=2.0)
+    assert [p.seconds for p in aged_partitions(third, third_age)] == pytest.approx(
+        [p.seconds for p in computed])
+
+
+def test_the_sampler_hands_on_the_age_of_passed_on_seconds() -> None:
+    kafka, clock = FakeKafka(), Clock()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 20, TP("t", 1): 100})
+    kafka.watermarks = {TP("t", 0): 100, TP("t", 1): 100}
+    kafka.record_time_answers = {TP("t", 0): (20, 20, 400.0)}
+    wall = [1000.0]
+    sampler = Sampler(kafka, ["g"], clock=clock, wall_clock=lambda: wall[0])
+    first = sampler.sample().groups[0]
+    clock.now, wall[0] = 1.0, 1002.0
+    later = sampler.sample().groups[0]
+    assert later.partitions is first.partitions and later.seconds_age == 2.0
+    assert [p.seconds for p in later.current_partitions()] == [602.0, 0.0]
+
+
+def aged_group(seconds_age: float) -> GroupLag:
+    return dataclasses.replace(stopped_group("STOP"), seconds_age=seconds_age)
+
+
+def test_documents_add_the_age_of_passed_on_seconds() -> None:
+    [document] = sample_documents(Sample(MOMENT, (aged_group(2.0),)))
+    assert document.source["lag_seconds"] == {"p0": 14.5, "p1": 0.0}  # caught up stays 0
+    assert document.source["lag_seconds_max"] == 14.5
+
+
+def test_snapshot_rows_web_rows_and_partition_documents_add_the_age() -> None:
+    sample = Sample(MOMENT, (aged_group(2.0),))
+    assert [line.split("\t")[-1] for line in format_tsv(sample).splitlines()[1:]] == [
+        "14.5", "0.0"]
+    [row] = group_rows(aged_group(2.0))
+    assert row.seconds_max == 14.5 and [p.seconds for p in row.partitions] == [14.5, 0.0]
+    assert [d.source["kafka"]["consumergroup"]["consumer_lag_seconds"]
+            for d in partition_documents(sample)] == [14.5, 0.0]

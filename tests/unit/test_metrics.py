@@ -1,5 +1,6 @@
 import math
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -331,7 +332,8 @@ def test_only_groups_that_changed_are_formatted_again(monkeypatch: pytest.Monkey
     formatted: list[str] = []
     group_lines = metrics_module._group_lines
 
-    def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]) -> dict[str, str]:
+    def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]
+                ) -> tuple[dict[str, str], bool]:
         formatted.append(group_lag.group)
         return group_lines(group_lag, watermarks)
 
@@ -351,6 +353,36 @@ def test_only_groups_that_changed_are_formatted_again(monkeypatch: pytest.Monkey
     assert named(series(m), "kafka_partition_latest_offset") == {
         labels(cluster_name="default", topic="t", partition="0"): 10,
         labels(cluster_name="default", topic="u", partition="1"): 3}
+
+
+def test_a_group_passed_on_older_shows_its_seconds_aged_and_formats_only_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    formatted: list[str] = []
+    group_lines = metrics_module._group_lines
+
+    def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]
+                ) -> tuple[dict[str, str], bool]:
+        formatted.append(group_lag.group)
+        return group_lines(group_lag, watermarks)
+
+    monkeypatch.setattr(metrics_module, "_group_lines", counted)
+    behind = part("t", 0, 5, 9)._replace(seconds=12.5)
+    caught_up = part("t", 1, 9, 9)._replace(seconds=0.0)
+    partitions = (behind, caught_up)
+    m = LagMetrics()
+    m.observe(sample(group("g", *partitions)))
+    m.render()
+    m.observe(sample(replace(group("g", *partitions), seconds_age=3.0)))
+    aged = series(m)
+    assert formatted == ["g"]  # the lag and offset lines were reused
+    seconds = named(aged, "kafka_consumergroup_group_lag_seconds")
+    assert seconds == {labels(cluster_name="default", group="g", topic="t", partition="0"): 15.5,
+                       labels(cluster_name="default", group="g", topic="t", partition="1"): 0.0}
+    assert named(aged, "kafka_consumergroup_group_max_lag_seconds") == {
+        labels(cluster_name="default", group="g"): 15.5}
+    fresh = LagMetrics()  # what a render from scratch says
+    fresh.observe(sample(group("g", behind._replace(seconds=15.5), caught_up)))
+    assert named(series(fresh), "kafka_consumergroup_group_lag_seconds") == seconds
 
 
 def test_scrapes_waiting_for_one_render_reuse_it() -> None:
