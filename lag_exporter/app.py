@@ -61,7 +61,7 @@ def source_factory(timeout_s: float, isolated: bool, follow_commits: bool = Fals
             log.warning("cluster %s: %s", cluster.name, warning)
         kind = IsolatedKafkaSource if isolated else KafkaSource
         source: OffsetSource = kind(cluster.name, cluster.kafka.client_settings, timeout_s)
-        if follow_commits and cluster.offsets_source != "admin":
+        if follow_commits and cluster.offsets_source != "admin" and cluster.has_consumer_groups:
             from lag_exporter.commit_follower import CommitFollower, FollowedSource
 
             source = FollowedSource(source, CommitFollower(

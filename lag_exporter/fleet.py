@@ -179,7 +179,8 @@ during an outage samples alternate between slow and fast, and each change is not
 def same_connection(a: ClusterConfig, b: ClusterConfig) -> bool:
     """Whether a reload can keep a cluster's clients (only its groups and topics changed)."""
     return (a.kafka.client_settings == b.kafka.client_settings and a.mirrors == b.mirrors
-            and a.offsets_source == b.offsets_source)
+            and a.offsets_source == b.offsets_source
+            and a.has_consumer_groups == b.has_consumer_groups)  # the commit follower or not
 
 
 class Fleet:

@@ -113,11 +113,14 @@ def describe_cluster(cluster: ClusterConfig, timeout_s: float) -> tuple[list[str
         lines += matched_groups_line(cluster, groups)
         from lag_exporter.commit_follower import describe_offsets_source
 
-        line, readable = describe_offsets_source(cluster.name, cluster.kafka.client_settings,
-                                                 timeout_s, cluster.offsets_source)
-        lines.append(line)
-        if not readable:  # offsets_source = "topic" and the topic cannot be read
-            return lines, False
+        if cluster.has_consumer_groups:
+            line, readable = describe_offsets_source(cluster.name, cluster.kafka.client_settings,
+                                                     timeout_s, cluster.offsets_source)
+            lines.append(line)
+            if not readable:  # offsets_source = "topic" and the topic cannot be read
+                return lines, False
+        else:
+            lines.append("  committed offsets: none to read (only MirrorMaker 2 flows)")
         mirrors = {m.label: m for m in cluster.mirrors}
         offsets = source.committed_offsets([g for g in groups if g not in mirrors])
         for mirror in cluster.mirrors:

@@ -176,6 +176,9 @@ def test_mirrormaker2_lag_parity_stop_restart_and_foreign_records(
                         "--mm2-target-bootstrap-server", stack.target_bootstrap,
                         "--mm2-topic-pattern", topic.replace(".", "\\."))
     assert plan.returncode == 0, plan.stderr
+    # only a mirror on this cluster: no group's commits to follow in __consumer_offsets
+    assert "  committed offsets: none to read (only MirrorMaker 2 flows)" in \
+        plan.stdout.splitlines(), plan.stdout
     mirror_lines = [line for line in plan.stdout.splitlines() if line.startswith("  mirror ")]
     assert len(mirror_lines) == 1 and mirror_lines[0].startswith(
         f"  mirror {LABEL}: connector MirrorSourceConnector, source alias source, offsets topic "

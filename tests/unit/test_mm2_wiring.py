@@ -3,6 +3,8 @@ next to the cluster's own groups (the offsets topic itself is read in tests/inte
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +15,12 @@ from test_cli import keep_logging, run  # noqa: F401 (keep_logging: an autouse f
 from test_config_file import toml_document, toml_values
 from test_sampler import FakeKafka
 
+from lag_exporter.app import source_factory
 from lag_exporter.cli import resolve_config
+from lag_exporter.commit_follower import FollowedSource
 from lag_exporter.config import MIRROR_KEYS, load_config
 from lag_exporter.errors import ConfigError, SourceError
+from lag_exporter.fleet import same_connection
 from lag_exporter.mm2 import MirrorSettings
 from lag_exporter.mm2_follower import MIRROR_STATE, MirroredSource, OffsetsTopicFollower
 from lag_exporter.model import GroupOffsets, TopicPartition
@@ -289,3 +294,27 @@ def test_the_replication_policy_flags() -> None:
                                       mm2_source_alias="dc1",
                                       mm2_replication_policy_separator="_"))
     assert separated.clusters[0].mirrors[0].replicated_topic("oasis.a") == "dc1_oasis.a"
+
+
+def test_a_cluster_watched_only_for_its_mirrors_follows_no_commits() -> None:
+    """Following __consumer_offsets there would read every other application's commits for
+    nothing (benchmarks/mm2_cost.py --group-commits: +45 ms per sample)."""
+    mirror_only = resolve_config(params(bootstrap_server="127.0.0.1:1",
+                                        mm2_target_bootstrap_server="127.0.0.1:1")).clusters[0]
+    with_group = resolve_config(params(bootstrap_server="127.0.0.1:1", groups=("oasis-group",),
+                                       mm2_target_bootstrap_server="127.0.0.1:1")).clusters[0]
+    with_pattern = dataclasses.replace(mirror_only, groups=dataclasses.replace(
+        mirror_only.groups, patterns=(re.compile("oasis-.*"),)))
+    assert not mirror_only.has_consumer_groups
+    assert with_group.has_consumer_groups and with_pattern.has_consumer_groups
+    make = source_factory(timeout_s=1.0, isolated=False, follow_commits=True)
+    for cluster, follows in ((mirror_only, False), (with_group, True), (with_pattern, True)):
+        source = make(cluster)
+        try:
+            assert isinstance(source, MirroredSource)
+            assert isinstance(source.inner, FollowedSource) is follows
+        finally:
+            source.close()
+    # A reload that adds the first group builds the cluster's clients again, with the follower.
+    assert not same_connection(mirror_only, with_group)
+    assert same_connection(with_group, dataclasses.replace(with_group, groups=with_pattern.groups))
