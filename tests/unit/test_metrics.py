@@ -328,16 +328,22 @@ def test_any_names_and_seconds_parse_back(cluster: str, group_name: str, topic: 
         labels(cluster_name=cluster, topic=topic, partition="3"): 9}
 
 
-def test_only_groups_that_changed_are_formatted_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    formatted: list[str] = []
+@pytest.fixture
+def formatted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The groups whose lag lines are formatted (not taken from the last render), in order."""
+    groups: list[str] = []
     group_lines = metrics_module._group_lines
 
     def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]
                 ) -> tuple[dict[str, str], bool]:
-        formatted.append(group_lag.group)
+        groups.append(group_lag.group)
         return group_lines(group_lag, watermarks)
 
     monkeypatch.setattr(metrics_module, "_group_lines", counted)
+    return groups
+
+
+def test_only_groups_that_changed_are_formatted_again(formatted: list[str]) -> None:
     m = LagMetrics()
     idle, busy = group("idle", part("t", 0, 5, 9)), group("busy", part("t", 0, 1, 9))
     m.observe(sample(idle, busy))
@@ -356,16 +362,7 @@ def test_only_groups_that_changed_are_formatted_again(monkeypatch: pytest.Monkey
 
 
 def test_a_group_passed_on_older_shows_its_seconds_aged_and_formats_only_them(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    formatted: list[str] = []
-    group_lines = metrics_module._group_lines
-
-    def counted(group_lag: GroupLag, watermarks: dict[tuple[str, int], int]
-                ) -> tuple[dict[str, str], bool]:
-        formatted.append(group_lag.group)
-        return group_lines(group_lag, watermarks)
-
-    monkeypatch.setattr(metrics_module, "_group_lines", counted)
+        formatted: list[str]) -> None:
     behind = part("t", 0, 5, 9)._replace(seconds=12.5)
     caught_up = part("t", 1, 9, 9)._replace(seconds=0.0)
     partitions = (behind, caught_up)
