@@ -10,8 +10,9 @@ On the TARGET cluster of the stack (127.0.0.1:29092), next to the scale benchmar
 2. creates the compacted topic `bench-mm2-offsets` and writes into it, as MirrorMaker 2's
    MirrorSourceConnector would, one position per source partition (stored offset high
    watermark - 2, so the mirror's next offset and its lag equal the group's), then re-writes all
-   10,000 positions every second in a background thread: MM2 flushing every second, the worst
-   case (the default `offset.flush.interval.ms` of 60 s writes 60 times fewer records);
+   10,000 positions every --flush-interval seconds (default 1: MM2 flushing every second, the
+   worst case; its default `offset.flush.interval.ms` of 60 s writes 60 times fewer records)
+   in a background thread; with --group-commits the group commits its positions as often;
 3. runs `lag-exporter watch --interval 1` alternately on (A) the group and (B) the mirror
    (source and target are the same cluster here), --seconds each after --warmup, A B A B...,
    and measures CPU seconds per sample (utime + stime of the watch process and all its
@@ -114,13 +115,14 @@ def position_records(watermarks: dict[Partition, int]) -> list[tuple[bytes, byte
 
 
 class MirrorFlusher(threading.Thread):
-    """Re-writes every position once a second, as MM2 with a 1 s offset flush interval."""
+    """Re-writes every position every `interval_s`, as MM2 with that offset flush interval."""
 
-    def __init__(self, records: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, records: list[tuple[bytes, bytes]], interval_s: float) -> None:
         super().__init__(daemon=True)
         from confluent_kafka import Producer
 
         self.records = records
+        self.interval_s = interval_s
         self.producer = Producer({"bootstrap.servers": TARGET, "linger.ms": 50,
                                   "compression.type": "lz4"})
         self.stop = threading.Event()
@@ -139,7 +141,7 @@ class MirrorFlusher(threading.Thread):
                         self.producer.poll(0.05)
             self.producer.flush(30)
             self.flushes += 1
-            next_flush += 1.0
+            next_flush += self.interval_s
             wait = next_flush - time.monotonic()
             if wait < 0:
                 self.late += 1
@@ -148,16 +150,18 @@ class MirrorFlusher(threading.Thread):
 
 
 class GroupCommitter(threading.Thread):
-    """--group-commits: commits the group's 10,000 positions once a second, so that the group's
-    side also has 10,000 records a second to follow (in __consumer_offsets), as the mirror has."""
+    """--group-commits: commits the group's 10,000 positions every `interval_s` (the mirror's
+    flush interval), so that the group's side has as many records to follow (in
+    __consumer_offsets) as the mirror has."""
 
-    def __init__(self, watermarks: dict[Partition, int]) -> None:
+    def __init__(self, watermarks: dict[Partition, int], interval_s: float) -> None:
         super().__init__(daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
         self.offsets = [TopicPartition(t, p, hw - 1) for (t, p), hw in watermarks.items()]
         self.consumer = Consumer({"bootstrap.servers": TARGET, "group.id": GROUP,
                                   "enable.auto.commit": False})
+        self.interval_s = interval_s
         self.stop = threading.Event()
         self.commits = 0
 
@@ -166,7 +170,7 @@ class GroupCommitter(threading.Thread):
         while not self.stop.is_set():
             self.consumer.commit(offsets=self.offsets, asynchronous=False)
             self.commits += 1
-            next_commit += 1.0
+            next_commit += self.interval_s
             self.stop.wait(max(0.0, next_commit - time.monotonic()))
         self.consumer.close()
 
@@ -329,8 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10, help="seconds before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="A B pairs")
     parser.add_argument("--group-commits", action="store_true",
-                        help="the group also commits its 10,000 positions every second (the same "
-                             "record rate on both sides)")
+                        help="the group also commits its 10,000 positions at every flush of the "
+                             "mirror (the same record rate on both sides)")
+    parser.add_argument("--flush-interval", type=float, default=1.0,
+                        help="seconds between two flushes of the mirror's 10,000 positions (MM2's "
+                             "offset.flush.interval.ms; its default is 60 s)")
     args = parser.parse_args(argv)
 
     estate = plan_estate("c")
@@ -343,13 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"committing {GROUP} at high watermark - 1")
     commit_group(watermarks)
     create_offsets_topic()
-    flusher = MirrorFlusher(position_records(watermarks))
+    every = f"every {args.flush_interval:g} s"
+    flusher = MirrorFlusher(position_records(watermarks), args.flush_interval)
     flusher.start()
-    say(f"writing {len(partitions)} positions to {OFFSETS_TOPIC} every second")
-    committer = GroupCommitter(watermarks) if args.group_commits else None
+    say(f"writing {len(partitions)} positions to {OFFSETS_TOPIC} {every}")
+    committer = GroupCommitter(watermarks, args.flush_interval) if args.group_commits else None
     if committer is not None:
         committer.start()
-        say(f"committing {GROUP}'s {len(partitions)} positions every second")
+        say(f"committing {GROUP}'s {len(partitions)} positions {every}")
 
     common = [EXPORTER, "watch", "--bootstrap-server", TARGET, "--interval", "1"]
     commands = {
@@ -374,11 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if committer is not None:
         committer.stop.set()
         committer.join(30)
-        print(f"the group committed its {len(partitions)} positions every second "
+        print(f"the group committed its {len(partitions)} positions {every} "
               f"({committer.commits} commits)")
 
     expected_lag = sum(hw - (hw - 1) for hw in watermarks.values())
-    print(f"estate c: {len(partitions)} partitions; mirror positions re-written every second "
+    print(f"estate c: {len(partitions)} partitions; mirror positions re-written {every} "
           f"({flusher.flushes} flushes of {len(partitions)} records, {flusher.late} late)")
     print(f"{'run':<10} {'samples':>8} {'CPU s':>7} {'CPU ms/sample':>14} {'RSS MB':>7} "
           f"{'partitions':>10} {'lag total':>9}")
@@ -403,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{expected_lag}" if not problems else "check FAILED: " + "; ".join(problems))
     print("reproduce: .venv/bin/python benchmarks/mm2_cost.py "
           f"--seconds {args.seconds:g} --warmup {args.warmup:g} --rounds {args.rounds}"
-          + (" --group-commits" if args.group_commits else ""))
+          + (" --group-commits" if args.group_commits else "")
+          + (f" --flush-interval {args.flush_interval:g}" if args.flush_interval != 1.0 else ""))
     print(f"commands: A: {' '.join(commands['A group'][1:])}")
     print(f"          B: {' '.join(commands['B mirror'][1:])}")
     sys.stdout.flush()
