@@ -324,6 +324,7 @@ class CallResult:
     wall_s: float
     cpu_s: float
     answered: int
+    cpu_after_s: float = 0.0  # CPU of the call and of the AFTER_S that followed it
 
 
 def timed_call(source: KafkaSource, wanted: dict[TopicPartition, int]) -> CallResult:
@@ -340,11 +341,24 @@ def batches(partitions: list[tuple[str, int]], sizes: Sequence[int], repeat: int
             for size in sizes for _ in range(repeat)]
 
 
+AFTER_S = 1.5
+"""Production calls are >= 10 s apart: each call is followed by this quiet time, so that the
+next one does not wait for its in-flight Fetch, and the CPU librdkafka spends after the call
+returned (responses still in flight, the unassignment) is counted too."""
+
+
 def production_pass(settings: dict[str, str], calls: list[dict[TopicPartition, int]],
                     tuning: Mapping[str, str]) -> list[CallResult]:
     source = TunedSource("bench", settings, TIMEOUT_S, tuning)
+    results = []
     try:
-        return [timed_call(source, wanted) for wanted in calls]
+        for wanted in calls:
+            cpu = time.process_time()
+            result = timed_call(source, wanted)
+            time.sleep(AFTER_S)
+            result.cpu_after_s = time.process_time() - cpu
+            results.append(result)
+        return results
     finally:
         source.close()
 
@@ -475,17 +489,19 @@ def print_report(args: argparse.Namespace, partitions: int,
           "+ " + ", ".join(f"{k}={v}" for k, v in tuning.items()) + " (NOT production)"))
     print(f"{started}, HEAD {head}, {os.cpu_count()} cores; machine busy {load[0]:.0f} % "
           f"(steal {load[1]:.1f} %) during the {elapsed_s:.0f} s run\n")
-    print("| partitions | call | wall s | CPU s | answered | Fetch requests per broker "
-          "(statistics) | Fetch (protocol log) | other requests | records fetched / "
+    print(f"| partitions | call | wall s | CPU s | CPU s incl. {AFTER_S:g} s after | answered "
+          "| Fetch requests per broker (statistics) | Fetch (protocol log) | other requests "
+          "| records fetched / "
           "dropped | instrumented wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     call_numbers: Counter[int] = Counter()
     for plain, (measured, requests) in zip(production, instrumented, strict=True):
         call_numbers[plain.size] += 1
         cold = " (cold)" if plain is production[0] else ""
         logged = sum(requests.fetches_logged.values())
         print(f"| {plain.size:,} | {call_numbers[plain.size]}{cold} | {plain.wall_s:.3f} | "
-              f"{plain.cpu_s:.3f} | {plain.answered:,} | {fetch_cell(requests)} | {logged} | "
+              f"{plain.cpu_s:.3f} | {plain.cpu_after_s:.3f} | {plain.answered:,} | "
+              f"{fetch_cell(requests)} | {logged} | "
               f"{other_cell(requests)} | {requests.records_fetched:,} / "
               f"{requests.records_dropped:,} | {measured.wall_s:.3f} |")
     print(f"\nIdle reader, {idle.window_s:.1f} s after the calls: Fetch {fetch_cell(idle)}, "
@@ -501,7 +517,8 @@ def print_report(args: argparse.Namespace, partitions: int,
         by_size.setdefault(plain.size, []).append(plain)
     print("\nMedian of the warm production calls: " + "; ".join(
         f"{size:,}: {statistics.median(c.wall_s for c in calls):.3f} s wall, "
-        f"{statistics.median(c.cpu_s for c in calls):.3f} s CPU"
+        f"{statistics.median(c.cpu_s for c in calls):.3f} s CPU "
+        f"({statistics.median(c.cpu_after_s for c in calls):.3f} s with the {AFTER_S:g} s after)"
         for size, calls in sorted(by_size.items())))
 
     print(f"\n## Rate limit: Sampler + Estimates over {args.ticks} simulated seconds "
