@@ -48,7 +48,7 @@ class OffsetSource(Protocol):
         self, requests: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         """partition -> offset: (offset asked, offset of the first record at or after it,
-        its CreateTime in seconds), in one batched Fetch."""
+        its CreateTime in seconds), in one batched read (one assignment of them all)."""
         ...
 
     def close(self) -> None: ...
