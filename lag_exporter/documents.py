@@ -82,7 +82,7 @@ def topic_document(
         if committed is not None and high_watermark is None:
             unknown += 1
         if partition_seconds is not None:
-            if partition_seconds:  # aged_seconds, inline: this loop runs ~22,000 times
+            if partition_seconds:  # as aged_partitions, inline: this loop runs ~22,000 times
                 partition_seconds += seconds_age
             # To 0.1 s (half up; seconds are never negative): finer than a sample proves, and
             # a third of the characters of 3 decimals. round(x, 1) costs 4x more.

@@ -63,8 +63,8 @@ class GroupLag:
     """How many seconds before this sample the partitions' `seconds` were computed. A group
     whose offsets did not move is passed on with the lags of an earlier tick as they were
     (rebuilding 22,000 lags every tick only to age their seconds cost ~12 ms at scale), so a
-    partition's seconds now are `aged_seconds(p.seconds, seconds_age)`; `current_partitions()`
-    gives them all."""
+    partition's seconds now are `p.seconds + seconds_age`, but 0 (caught up: nothing unread)
+    and None (unknown) stay as they are; `current_partitions()` gives them all."""
 
     def current_partitions(self) -> tuple[PartitionLag, ...]:
         """The partitions with their seconds as of this sample."""
@@ -73,16 +73,11 @@ class GroupLag:
 
 def aged_partitions(partitions: tuple[PartitionLag, ...], age: float
                     ) -> tuple[PartitionLag, ...]:
-    """`partitions` with their seconds `age` seconds later (see aged_seconds)."""
+    """`partitions` with their seconds `age` seconds later: a record is as old as the time since
+    it was written, while 0 (caught up) and None (unknown) stay."""
     if not age:
         return partitions
     return tuple(p._replace(seconds=p.seconds + age) if p.seconds else p for p in partitions)
-
-
-def aged_seconds(seconds: float | None, age: float) -> float | None:
-    """Seconds behind `age` seconds after they were computed: a record is as old as the time
-    since it was written, while 0 (caught up: nothing unread) and None (unknown) stay."""
-    return seconds + age if seconds else seconds
 
 
 @dataclass(frozen=True)

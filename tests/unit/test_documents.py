@@ -6,7 +6,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lag_exporter.documents import format_timestamp, sample_documents
+from lag_exporter.documents import format_timestamp, sample_documents, topic_document
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.status import OK, PARTITION_STATUSES, group_status
 
@@ -143,6 +143,12 @@ def test_an_ok_topic_has_its_status_and_no_partition_status() -> None:
     assert "partition_status" not in document.source
     (snapshot,) = sample_documents(sample(GroupLag("c", "g", (judged(0, 4, 1.0, None),))))
     assert "status" not in snapshot.source and "partition_status" not in snapshot.source
+
+
+def test_a_topic_document_alone_has_its_seconds_as_given() -> None:
+    document = topic_document("2026-01-01T00:00:00.000Z", "c", "g", "t",
+                              [judged(0, 5, 12.5, "OK"), judged(1, 0, 0.0, "OK")])
+    assert document.source["lag_seconds"] == {"p0": 12.5, "p1": 0.0}
 
 
 def test_seconds_are_given_to_a_tenth_rounded_half_up() -> None:
