@@ -36,10 +36,6 @@ runs for every group partition of every tick."""
 RECORD_TIME_EVERY_S = 10.0
 """Least time between two reads of record timestamps (the issue's budget: one batched Fetch per
 leader every 10 s)."""
-RECORD_TIMES_PER_READ = 1_000
-"""Most partitions in one read (the most lagging first; the others at the next reads): its cost
-grows faster than its size in librdkafka (1,000 partitions ~0.08 s of CPU, 10,000 2-7 s and
-10-25 Fetches: benchmarks/record_time_fetches.py), and the sample waits for it."""
 
 
 class Estimates:
@@ -51,7 +47,6 @@ class Estimates:
         self.judge_status = judge_status
         """False for a one-shot snapshot: one sample proves no trend, stop or stall."""
         self.record_time_every_s = record_time_every_s
-        self.record_times_per_read = RECORD_TIMES_PER_READ
         self._record_times: dict[tuple[TopicPartition, int], tuple[int, float]] = {}
         """(partition, committed offset asked for) -> (offset, CreateTime) of the first record
         at or after it, as the broker answered."""
@@ -87,16 +82,11 @@ class Estimates:
             return {}
         self._next_record_times = now + self.record_time_every_s  # the scan costs too
         wanted: dict[TopicPartition, int] = {}
-        lags: dict[TopicPartition, int] = {}
         needs = self.history.needs_record_time
         for tp, offset, lag in committed:
             if (lag and (tp, offset) not in self._record_times and needs(tp, offset)
                     and offset < wanted.get(tp, offset + 1)):
                 wanted[tp] = offset
-                lags[tp] = lag
-        if len(wanted) > self.record_times_per_read:
-            most_behind = sorted(wanted, key=lags.__getitem__, reverse=True)
-            return {tp: wanted[tp] for tp in most_behind[:self.record_times_per_read]}
         return wanted
 
     def remember_record_times(self, answers: Mapping[TopicPartition, tuple[int, int, float]]

@@ -475,7 +475,6 @@ class KafkaSource:
         deadline = time.monotonic() + self.timeout_s
         try:
             while len(found) < len(wanted) and (left := deadline - time.monotonic()) > 0:
-                answered: list[KafkaTopicPartition] = []
                 for message in reader.consume(num_messages=len(wanted), timeout=min(left, 0.2)):
                     topic, partition, offset = (message.topic(), message.partition(),
                                                 message.offset())
@@ -489,9 +488,7 @@ class KafkaSource:
                     found[tp] = (SourceError("the record has no timestamp")
                                  if kind == TIMESTAMP_NOT_AVAILABLE
                                  else (wanted[tp], offset, milliseconds / 1000))
-                    answered.append(KafkaTopicPartition(topic, partition))
-                if answered:  # one call per batch: one per partition took seconds at 10,000
-                    reader.pause(answered)
+                    reader.pause([KafkaTopicPartition(tp.topic, tp.partition)])
         except KafkaException as error:
             failure = self._source_error(error)
             return {tp: found.get(tp, failure) for tp in wanted}
@@ -514,10 +511,6 @@ class KafkaSource:
             "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted",
             "enable.partition.eof": False, "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 65536, "queued.max.messages.kbytes": 1024,
-            # No Fetch while a record waits in the queue: without it librdkafka sends, right
-            # after the data, an empty Fetch of every partition not yet paused, held
-            # fetch.wait.max.ms by the broker (2-3 Fetches per read of 100 partitions, now 1).
-            "queued.min.messages": 1, "fetch.queue.backoff.ms": 20,
         })
         self._record_reader = Consumer(settings)
         return self._record_reader

@@ -57,20 +57,6 @@ def test_record_times_are_asked_for_at_most_every_10_s_and_the_oldest_offset_fir
     assert estimates.record_time_requests(behind, now=10.0) == {TP("t", 0): 20}
 
 
-def test_a_read_of_record_times_takes_the_most_lagging_partitions_first_the_rest_later(
-        ) -> None:
-    estimates = Estimates()
-    estimates.record_times_per_read = 3
-    offsets_and_lags = [(50, 90), (10, 20), (30, 70), (0, 10), (20, 60)]
-    estimates.observe_watermarks({TP("t", n): offset + lag for n, (offset, lag)
-                                  in enumerate(offsets_and_lags)}, at=1000.0)
-    behind = [(TP("t", n), offset, lag) for n, (offset, lag) in enumerate(offsets_and_lags)]
-    first = estimates.record_time_requests(behind, now=0.0)
-    assert first == {TP("t", 0): 50, TP("t", 2): 30, TP("t", 4): 20}  # lags 90, 70, 60
-    estimates.remember_record_times({tp: (offset, offset, 900.0) for tp, offset in first.items()})
-    assert estimates.record_time_requests(behind, now=10.0) == {TP("t", 1): 10, TP("t", 3): 0}
-
-
 def test_a_record_time_read_from_the_broker_gives_seconds_beyond_the_history() -> None:
     estimates = Estimates()
     estimates.observe_watermarks({TP("t", 0): 100}, at=1000.0)  # history starts here
