@@ -326,6 +326,9 @@ def test_any_names_and_seconds_parse_back(cluster: str, group_name: str, topic: 
         labels(cluster_name=cluster, group=group_name, topic=topic, status="WARN"): 1}
     assert named(s, "kafka_partition_latest_offset") == {
         labels(cluster_name=cluster, topic=topic, partition="3"): 9}
+    group_labels = labels(cluster_name=cluster, group=group_name)
+    assert named(s, "lag_exporter_group_up") == {group_labels: 1}
+    assert named(s, "lag_exporter_group_errors_total") == {group_labels: 0}
 
 
 @pytest.fixture
@@ -359,6 +362,20 @@ def test_only_groups_that_changed_are_formatted_again(formatted: list[str]) -> N
     assert named(series(m), "kafka_partition_latest_offset") == {
         labels(cluster_name="default", topic="t", partition="0"): 10,
         labels(cluster_name="default", topic="u", partition="1"): 3}
+
+
+def test_end_offsets_of_a_group_gone_or_failing_go_while_the_others_are_reused(
+        formatted: list[str]) -> None:
+    idle, other = group("idle", part("t", 0, 5, 9)), group("other", part("u", 1, 0, 3))
+    m = LagMetrics()
+    m.observe(sample(idle, other))
+    m.render()
+    t0 = labels(cluster_name="default", topic="t", partition="0")
+    m.observe(sample(idle))  # "other" no longer sampled, "idle" unchanged
+    assert named(series(m), "kafka_partition_latest_offset") == {t0: 9}
+    m.observe(sample(idle, replace(other, partitions=(), error="unreachable")))
+    assert named(series(m), "kafka_partition_latest_offset") == {t0: 9}
+    assert formatted == ["idle", "other"]
 
 
 def test_a_group_passed_on_older_shows_its_seconds_aged_and_formats_only_them(
