@@ -19,7 +19,7 @@ from typing import Protocol
 from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.lag import commits_beyond_watermark, compute_lags
-from lag_exporter.model import GroupLag, GroupOffsets, Sample, TopicPartition
+from lag_exporter.model import GroupLag, GroupOffsets, PartitionLag, Sample, TopicPartition
 from lag_exporter.selection import TopicSelection
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,16 @@ class _Membership:
     topics_due: float = float("-inf")
 
 
+@dataclass(frozen=True)
+class _ComputedLags:
+    """A group's lags and what they were computed from, but the end offsets (Sampler.sample
+    tells which of those moved)."""
+
+    partitions: set[TopicPartition]
+    committed_offsets: dict[TopicPartition, int]
+    lags: tuple[PartitionLag, ...]
+
+
 TOPIC_RETRY_S = 5.0
 """How soon an explicit topic that could not be described is asked for again."""
 UNREADABLE_LISTED = 8
@@ -159,6 +169,10 @@ class Sampler:
         self._clock = clock
         self._membership = _Membership()
         self._warned_beyond_watermark: set[tuple[str, TopicPartition]] = set()
+        self._last_watermarks: dict[TopicPartition, int] = {}
+        self._computed: dict[str, _ComputedLags] = {}
+        """Per group sampled without error in the last sample, its lags and what they were
+        computed from (a group not in it has its lags computed)."""
         self._topic_errors: dict[str, str] = {}
         # set_groups / set_topics come from other threads (config reload) while a sample may be
         # running: they are parked here and applied at the start of the next sample.
@@ -179,6 +193,7 @@ class Sampler:
         started = self._clock()
         taken_at = taken_at or datetime.now(UTC)
         self._apply_changes()
+        computed_before, self._computed = self._computed, {}
         groups = self._groups if self.owns is None else self.owns(self._groups)
         committed = self.source.committed_offsets(groups)
         if all(isinstance(answer, SourceError) for answer in committed.values()):
@@ -196,10 +211,13 @@ class Sampler:
         high_watermarks = {tp: hw for tp, hw in watermarks.items() if isinstance(hw, int)}
         warnings += unreadable_end_offsets(watermarks)
         self.estimates.observe_watermarks(high_watermarks, read_at)
+        # Pairs in one dict only: end offsets that moved, appeared or became unreadable.
+        moved = {tp for tp, _ in high_watermarks.items() ^ self._last_watermarks.items()}
+        self._last_watermarks = high_watermarks
 
         group_lags = [
             self._group_lag(group, committed[group], wanted.get(group, set()), high_watermarks,
-                            membership, warnings)
+                            (moved, computed_before.get(group)), membership, warnings)
             for group in groups
         ]
         self._read_record_times(group_lags)
@@ -257,6 +275,7 @@ class Sampler:
         offsets: GroupOffsets | SourceError,
         partitions: set[TopicPartition],
         high_watermarks: dict[TopicPartition, int],
+        since_last: tuple[set[TopicPartition], _ComputedLags | None],
         membership: _Membership,
         warnings: list[str],
     ) -> GroupLag:
@@ -267,7 +286,16 @@ class Sampler:
         if not offsets.committed_offsets and not partitions and state in ("DEAD", "NOT_FOUND"):
             return GroupLag(cluster, group, (), error=f"consumer group '{group}' does not exist",
                             state=state)
+        moved, last = since_last  # end offsets moved since the last sample; its lags
+        if (last is not None and last.partitions == partitions
+                and last.committed_offsets == offsets.committed_offsets
+                and moved.isdisjoint(partitions)):
+            # Nothing it is computed from changed (an idle group, or one between two commits on
+            # quiet topics): the same lags, the same tuple, which the estimates pass on as well.
+            self._computed[group] = last
+            return GroupLag(cluster, group, last.lags, state=state)
         lags = compute_lags(partitions, offsets.committed_offsets, high_watermarks)
+        self._computed[group] = _ComputedLags(partitions, dict(offsets.committed_offsets), lags)
         for partition in commits_beyond_watermark(lags):
             key = (group, TopicPartition(partition.topic, partition.partition))
             if key not in self._warned_beyond_watermark:

@@ -3,8 +3,14 @@
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lag_exporter import sampler as sampler_module
 from lag_exporter.errors import SourceError
-from lag_exporter.model import GroupOffsets, TopicPartition
+from lag_exporter.lag import compute_lags
+from lag_exporter.model import GroupOffsets, PartitionLag, TopicPartition
 from lag_exporter.sampler import Sampler, WrappedSource
 from lag_exporter.selection import TopicSelection
 
@@ -242,3 +248,93 @@ def test_a_topic_no_longer_named_is_no_longer_reported_and_a_new_one_at_once() -
     sampler.set_topics(TopicSelection(names=("new",)))  # a config reload
     sample = sampler.sample()
     assert [(p.topic, p.partition) for p in sample.groups[0].partitions] == [("new", 0), ("new", 1)]
+
+
+_OFFSETS = st.dictionaries(st.integers(0, 2), st.integers(0, 6), max_size=3)
+_TICK = st.tuples(
+    st.dictionaries(st.sampled_from(["a", "b"]), _OFFSETS | st.none()),  # None: the group fails
+    st.dictionaries(st.integers(0, 2), st.integers(0, 9) | st.none()),  # None: unreadable
+    st.booleans(),  # whether "b" is sampled at this tick (dropped from the list, then back)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TICK, min_size=1, max_size=8))
+def test_lags_are_always_those_of_the_current_offsets(ticks: list[tuple[
+        dict[str, dict[int, int] | None], dict[int, int | None], bool]]) -> None:
+    """Whatever changes between ticks (commits, end offsets, failures, the group list), the
+    lags reported are those of this tick's offsets, reused or not."""
+    kafka = FakeKafka()
+    sampler = Sampler(kafka, ["a", "b"])
+    for commits, end_offsets, with_b in ticks:
+        for name in ("a", "b"):
+            offsets = commits.get(name, {})
+            kafka.committed[name] = (SourceError("down") if offsets is None else GroupOffsets(
+                name, {TP("t", p): o for p, o in offsets.items()}))
+        kafka.watermarks = {TP("t", p): SourceError("no leader") if hw is None else hw
+                            for p, hw in end_offsets.items()}
+        sampler.set_groups(["a", "b"] if with_b else ["a"])
+        for group_lag in sampler.sample().groups:
+            offsets = commits.get(group_lag.group, {})
+            if offsets is None:
+                assert group_lag.error == "down"
+                continue
+            expected = []
+            for p, committed in sorted(offsets.items()):
+                hw = end_offsets.get(p, 0)
+                expected.append((p, committed, hw, None if hw is None else max(0, hw - committed)))
+            assert [(p.partition, p.committed_offset, p.high_watermark, p.lag)
+                    for p in group_lag.partitions] == expected
+
+
+def test_only_groups_whose_offsets_moved_have_their_lags_computed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    computed: list[list[TopicPartition]] = []
+
+    def counted(partitions: set[TopicPartition], *args: Mapping[TopicPartition, int]
+                ) -> tuple[PartitionLag, ...]:
+        computed.append(sorted(partitions))
+        return compute_lags(partitions, *args)
+
+    monkeypatch.setattr(sampler_module, "compute_lags", counted)
+    kafka = FakeKafka()
+    kafka.committed["on-t"] = GroupOffsets("on-t", {TP("t", 0): 1})
+    kafka.committed["on-u"] = GroupOffsets("on-u", {TP("u", 0): 1})
+    kafka.watermarks = {TP("t", 0): 5, TP("u", 0): 5}
+    sampler = Sampler(kafka, ["on-t", "on-u"])
+    sampler.sample()
+    sampler.sample()  # nothing moved
+    kafka.watermarks[TP("u", 0)] = 6
+    sampler.sample()
+    kafka.committed["on-t"] = GroupOffsets("on-t", {TP("t", 0): 2})
+    last = sampler.sample()
+    assert computed == [[TP("t", 0)], [TP("u", 0)], [TP("u", 0)], [TP("t", 0)]]
+    assert [p.lag for g in last.groups for p in g.partitions] == [3, 5]
+
+
+def test_a_group_back_after_a_tick_unsampled_sees_the_end_offsets_that_moved_meanwhile() -> None:
+    kafka = FakeKafka()
+    for name in ("a", "b"):
+        kafka.committed[name] = GroupOffsets(name, {TP("t", 0): 1})
+    kafka.watermarks = {TP("t", 0): 5}
+    sampler = Sampler(kafka, ["a", "b"])
+    sampler.sample()
+    sampler.set_groups(["a"])
+    kafka.watermarks[TP("t", 0)] = 7  # read for "a" alone
+    sampler.sample()
+    sampler.set_groups(["a", "b"])
+    back = {g.group: g.partitions[0].lag for g in sampler.sample().groups}
+    assert back == {"a": 6, "b": 6}
+
+
+def test_partitions_added_without_a_commit_are_reported_at_once() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 1})
+    kafka.committed["other"] = GroupOffsets("other", {TP("t", 1): 0})  # t/1's end offset read
+    kafka.topics["t"] = [0, 1]
+    kafka.watermarks = {TP("t", 0): 5, TP("t", 1): 3}
+    sampler = Sampler(kafka, ["g", "other"])
+    sampler.sample()
+    sampler.set_topics(TopicSelection(names=("t",)))  # no offset moved
+    group = sampler.sample().groups[0]
+    assert [(p.partition, p.lag) for p in group.partitions] == [(0, 4), (1, None)]
