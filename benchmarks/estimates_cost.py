@@ -26,7 +26,7 @@ import tracemalloc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lag_exporter.documents import sample_documents
+from lag_exporter.documents import WideDocuments
 from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.gc_tuning import relax_gc
@@ -139,6 +139,7 @@ class Run:
                                estimates=estimates,
                                wall_clock=lambda: 1_800_000_000.0 + self.clock[0])
         self.bulk_body = OrjsonNdjsonSerializer()
+        self.documents = WideDocuments()  # as watch builds them, sample after sample
         self.costs: list[float] = []
         self.in_estimates: list[float] = []
         self.json_bytes = 0
@@ -147,7 +148,7 @@ class Run:
         self.clock[0] = float(tick)
         spent_before = getattr(self.estimates, "spent", 0.0)
         started = time.process_time()
-        documents = sample_documents(self.sampler.sample())
+        documents = self.documents(self.sampler.sample())
         body = self.bulk_body.dumps([part for document in documents for part in (
             {"create": {"_index": "consumer_lag", "_id": document.doc_id}}, document.source)])
         self.costs.append(time.process_time() - started)

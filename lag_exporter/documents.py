@@ -42,6 +42,29 @@ def document_id(cluster: str, group: str, topic: str, timestamp: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
+@dataclass(frozen=True, slots=True)
+class _TopicParts:
+    """A topic document but its timestamp, id and seconds: what a group passed on unchanged
+    (the same partitions, GroupLag.seconds_age later) keeps from one sample to the next."""
+
+    head: dict[str, Any]
+    """@timestamp (None: a place kept first), cluster, group, topic, p<N>, and the totals
+    (lag_total and lag_max, or partitions_unknown)."""
+    seconds: dict[str, float]
+    """p<N> -> seconds as of the sample, of every partition whose seconds are known (a dict
+    of strings and floats, which the garbage collector does not track: a tuple per partition,
+    ~22,000 per sample kept for a tick, made its young collections 6x as many)."""
+    with_seconds_max: bool
+    """Whether lag_seconds_max is given: every partition with a lag has its seconds."""
+    tail: dict[str, Any]
+    """status and partition_status."""
+
+    @property
+    def has_lags(self) -> bool:
+        """Something to say: a lag, or partitions whose end offset is unknown."""
+        return "lag_total" in self.head or "partitions_unknown" in self.head
+
+
 def topic_document(
     timestamp: str,
     cluster: str,
@@ -60,8 +83,14 @@ def topic_document(
     with_nulls: show partitions without a known lag as null (JSON output) instead of
     leaving the field out (Elasticsearch, where a null would read as "no data" anyway).
     seconds_age: GroupLag.seconds_age (added to every seconds behind but 0)."""
-    source: dict[str, Any] = {"@timestamp": timestamp, "cluster": cluster, "group": group,
-                              "topic": topic}
+    return _document(timestamp, _topic_parts(cluster, group, topic, lags, with_nulls),
+                     seconds_age)
+
+
+def _topic_parts(cluster: str, group: str, topic: str, lags: list[PartitionLag],
+                 with_nulls: bool) -> _TopicParts:
+    head: dict[str, Any] = {"@timestamp": None, "cluster": cluster, "group": group,
+                            "topic": topic}
     seconds: dict[str, float] = {}
     not_ok: dict[str, str] = {}
     total = biggest = unknown = 0
@@ -70,7 +99,7 @@ def topic_document(
     for _, number, committed, high_watermark, lag, partition_seconds, status in lags:
         key = _KEYS[number] if number < _KEY_COUNT else f"p{number}"
         if lag is not None:
-            source[key] = lag
+            head[key] = lag
             any_lag = True
             total += lag
             if lag > biggest:
@@ -78,45 +107,57 @@ def topic_document(
             if partition_seconds is None:
                 every_lag_has_seconds = False
         elif with_nulls:
-            source[key] = None
+            head[key] = None
         if committed is not None and high_watermark is None:
             unknown += 1
         if partition_seconds is not None:
-            if partition_seconds:  # as aged_partitions, inline: this loop runs ~22,000 times
-                partition_seconds += seconds_age
-            # To 0.1 s (half up; seconds are never negative): finer than a sample proves, and
-            # a third of the characters of 3 decimals. round(x, 1) costs 4x more.
-            seconds[key] = int(partition_seconds * 10.0 + 0.5) / 10.0
+            seconds[key] = partition_seconds
         if status is not None:
             any_status = True
             if status != OK:
                 not_ok[key] = status
     if unknown:
-        source["partitions_unknown"] = unknown
+        head["partitions_unknown"] = unknown
     elif any_lag:
-        source["lag_total"] = total
-        source["lag_max"] = biggest
-    if seconds:
-        # Only when every partition with a lag has its seconds: a maximum over part of them
-        # would understate.
-        source["lag_seconds"] = seconds
-        if not unknown and every_lag_has_seconds:
-            source["lag_seconds_max"] = max(seconds.values())
+        head["lag_total"] = total
+        head["lag_max"] = biggest
+    tail: dict[str, Any] = {}
     if any_status:
-        source["status"] = group_status(not_ok.values())
+        tail["status"] = group_status(not_ok.values())
         if not_ok:
-            source["partition_status"] = not_ok
-    return Document(document_id(cluster, group, topic, timestamp), source)
+            tail["partition_status"] = not_ok
+    # Only when every partition with a lag has its seconds: a maximum over part of them would
+    # understate.
+    return _TopicParts(head, seconds, not unknown and every_lag_has_seconds, tail)
+
+
+def _document(timestamp: str, parts: _TopicParts, seconds_age: float) -> Document:
+    source = parts.head.copy()  # a copy is cheaper than inserting its keys one by one
+    source["@timestamp"] = timestamp
+    if parts.seconds:
+        # Aged but 0 (caught up: nothing unread), to 0.1 s (half up; seconds are never
+        # negative): finer than a sample proves, and a third of the characters of 3 decimals.
+        # round(x, 1) costs 4x more.
+        seconds = source["lag_seconds"] = {
+            key: int((value + seconds_age) * 10.0 + 0.5) / 10.0 if value else 0.0
+            for key, value in parts.seconds.items()}
+        if parts.with_seconds_max:
+            source["lag_seconds_max"] = max(seconds.values())
+    source.update(parts.tail)
+    head = parts.head
+    return Document(document_id(head["cluster"], head["group"], head["topic"], timestamp),
+                    source)
+
+
+def _group_parts(group_lag: GroupLag, with_nulls: bool) -> list[_TopicParts]:
+    return [_topic_parts(group_lag.cluster, group_lag.group, topic, list(lags), with_nulls)
+            for topic, lags in groupby(group_lag.partitions, key=lambda p: p.topic)]
 
 
 def group_documents(timestamp: str, group_lag: GroupLag, with_nulls: bool = False
                     ) -> list[Document]:
-    by_topic = groupby(group_lag.partitions, key=lambda p: p.topic)
-    return [
-        topic_document(timestamp, group_lag.cluster, group_lag.group, topic, list(lags),
-                       with_nulls, group_lag.seconds_age)
-        for topic, lags in by_topic
-    ]
+    return [_document(timestamp, parts, group_lag.seconds_age)
+            for parts in _group_parts(group_lag, with_nulls)]
 
 
 def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]:
@@ -126,12 +167,40 @@ def sample_documents(sample: Sample, with_nulls: bool = False) -> list[Document]
     whose end offsets could not be read has one, with `partitions_unknown`, so that the gap is
     visible instead of silent.
     """
-    return [
-        document
-        for group_lag in sample.groups
-        if group_lag.error is None
-        for document in group_documents(
-            format_timestamp(group_lag.taken_at or sample.taken_at), group_lag, with_nulls)
-        if with_nulls or "lag_total" in document.source
-        or "partitions_unknown" in document.source
-    ]
+    return WideDocuments(with_nulls)(sample)
+
+
+class WideDocuments:
+    """sample_documents, sample after sample: a group passed on unchanged (the same tuple of
+    partitions, GroupLag.seconds_age later: most groups at scale) keeps its documents' lags,
+    totals and statuses from the last sample; only their timestamp, ids and seconds are made
+    again."""
+
+    def __init__(self, with_nulls: bool = False) -> None:
+        self.with_nulls = with_nulls
+        self._groups: dict[tuple[str, str], tuple[tuple[PartitionLag, ...],
+                                                  list[_TopicParts]]] = {}
+        """(cluster, group) -> (its partitions in the last sample, their topics' parts)."""
+
+    def __call__(self, sample: Sample) -> list[Document]:
+        previous, self._groups = self._groups, {}
+        documents: list[Document] = []
+        timestamps: dict[datetime, str] = {}
+        for group_lag in sample.groups:
+            if group_lag.error is not None:
+                continue
+            key = (group_lag.cluster, group_lag.group)
+            last = previous.get(key)
+            if last is not None and last[0] is group_lag.partitions:
+                topics = last[1]
+            else:
+                topics = [parts for parts in _group_parts(group_lag, self.with_nulls)
+                          if self.with_nulls or parts.has_lags]
+            self._groups[key] = (group_lag.partitions, topics)
+            taken_at = group_lag.taken_at or sample.taken_at
+            timestamp = timestamps.get(taken_at)
+            if timestamp is None:
+                timestamp = timestamps[taken_at] = format_timestamp(taken_at)
+            documents += [_document(timestamp, parts, group_lag.seconds_age)
+                          for parts in topics]
+        return documents

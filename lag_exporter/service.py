@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from lag_exporter.documents import Document, sample_documents
+from lag_exporter.documents import Document, WideDocuments, sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
 from lag_exporter.gc_tuning import relax_gc
@@ -131,8 +131,11 @@ class Delivery(threading.Thread):
 class SampleDocuments:
     """The documents of one sample in each shape, each built once however many sinks use it."""
 
-    def __init__(self, sample: Sample) -> None:
+    def __init__(self, sample: Sample,
+                 wide: Callable[[Sample], list[Document]] = sample_documents) -> None:
         self.sample = sample
+        self.wide = wide
+        """What builds the wide documents (watch: one WideDocuments, sample after sample)."""
         self._built: dict[Callable[[Sample], list[Document]], list[Document]] = {}
 
     def get(self, build: Callable[[Sample], list[Document]]) -> list[Document]:
@@ -142,7 +145,7 @@ class SampleDocuments:
 
 
 def wide_documents(shared: SampleDocuments) -> list[Document]:
-    return shared.get(sample_documents)
+    return shared.get(shared.wide)
 
 
 class Pipeline:
@@ -262,6 +265,7 @@ class Watch:
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._health = GroupHealth()
+        self._wide_documents = WideDocuments()
         self._warnings_shown: set[str] = set()
         self._last_summary = 0.0
         self._statuses: dict[tuple[str, str, str], str] = {}
@@ -381,7 +385,7 @@ class Watch:
         self._warnings_shown = set(sample.warnings)
         self._health.update(sample)
         self._log_status_changes(sample)
-        shared = SampleDocuments(sample)
+        shared = SampleDocuments(sample, self._wide_documents)
         for pipeline in self.pipelines:
             try:
                 pipeline.put(shared)

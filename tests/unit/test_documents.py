@@ -6,7 +6,13 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lag_exporter.documents import format_timestamp, sample_documents, topic_document
+from lag_exporter.documents import (
+    WideDocuments,
+    format_timestamp,
+    group_documents,
+    sample_documents,
+    topic_document,
+)
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.status import OK, PARTITION_STATUSES, group_status
 
@@ -193,3 +199,49 @@ def test_the_shorter_document_loses_nothing(
         assert source["lag_seconds_max"] == max(seconds.values())
     else:
         assert "lag_seconds_max" not in source
+
+
+_PARTITION = st.builds(
+    PartitionLag, st.sampled_from(["a", "b"]), st.integers(0, 3),
+    st.none() | st.integers(0, 9), st.none() | st.integers(0, 9), st.none() | st.integers(0, 9),
+    st.none() | st.sampled_from([0.0, 1.5, 30.25]), st.none() | st.sampled_from(PARTITION_STATUSES))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.lists(_PARTITION, max_size=4).map(lambda ps: tuple(sorted(ps, key=lambda p: p.topic))),
+    st.booleans(),  # the group passed on as it was, with its seconds aged
+    st.sampled_from([0.0, 1.0, 2.5]),  # seconds_age
+    st.booleans()), min_size=1, max_size=6), st.booleans())
+def test_documents_of_groups_passed_on_are_those_built_from_scratch(
+        ticks: list[tuple[tuple[PartitionLag, ...], bool, float, bool]], with_nulls: bool) -> None:
+    wide = WideDocuments(with_nulls)
+    partitions: tuple[PartitionLag, ...] = ()
+    for second, (new_partitions, passed_on, age, failed) in enumerate(ticks):
+        if not passed_on:
+            partitions = new_partitions
+        group = GroupLag("c", "g", partitions, error="down" if failed else None,
+                         seconds_age=age)
+        at = Sample(taken_at=MOMENT + timedelta(seconds=second), groups=(group,))
+        built = [] if failed else group_documents(format_timestamp(at.taken_at), group,
+                                                  with_nulls)
+        assert wide(at) == [d for d in built if with_nulls or "lag_total" in d.source
+                            or "partitions_unknown" in d.source]
+
+
+def test_a_group_passed_on_has_only_its_seconds_and_timestamp_made_again() -> None:
+    partitions = (judged(0, 5, 10.0, "WARN"), judged(1, 0, 0.0, OK))
+    wide = WideDocuments()
+    first = wide(sample(GroupLag("c", "g", partitions)))[0]
+    later = Sample(taken_at=MOMENT + timedelta(seconds=2),
+                   groups=(GroupLag("c", "g", partitions, seconds_age=2.0),))
+    [document] = wide(later)
+    assert document.source["lag_seconds"] == {"p0": 12.0, "p1": 0.0}
+    assert document.source["lag_seconds_max"] == 12.0
+    assert document.source["@timestamp"] == "2026-01-01T00:00:02.123Z"
+    assert document.doc_id != first.doc_id
+    assert {k: v for k, v in document.source.items() if k not in (
+        "@timestamp", "lag_seconds", "lag_seconds_max")} == {
+        k: v for k, v in first.source.items() if k not in (
+            "@timestamp", "lag_seconds", "lag_seconds_max")}
+    assert document.source is not first.source
