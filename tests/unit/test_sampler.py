@@ -338,3 +338,14 @@ def test_partitions_added_without_a_commit_are_reported_at_once() -> None:
     sampler.set_topics(TopicSelection(names=("t",)))  # no offset moved
     group = sampler.sample().groups[0]
     assert [(p.partition, p.lag) for p in group.partitions] == [(0, 4), (1, None)]
+
+
+def test_an_end_offset_no_longer_readable_is_unknown_at_once() -> None:
+    kafka = FakeKafka()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 1})
+    kafka.watermarks = {TP("t", 0): 5}
+    sampler = Sampler(kafka, ["g"])
+    sampler.sample()
+    kafka.watermarks = {TP("t", 0): SourceError("Broker: Not leader for partition")}
+    partition = sampler.sample().groups[0].partitions[0]
+    assert (partition.high_watermark, partition.lag) == (None, None)
