@@ -2,10 +2,13 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lag_exporter import documents as documents_module
 from lag_exporter.documents import (
     WideDocuments,
     format_timestamp,
@@ -245,3 +248,33 @@ def test_a_group_passed_on_has_only_its_seconds_and_timestamp_made_again() -> No
         k: v for k, v in first.source.items() if k not in (
             "@timestamp", "lag_seconds", "lag_seconds_max")}
     assert document.source is not first.source
+
+
+def test_groups_passed_on_are_not_built_again_and_a_failed_one_stops_no_other(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    topic_parts = documents_module._topic_parts
+
+    def counted(cluster: str, group: str, *rest: Any) -> Any:
+        built.append(group)
+        return topic_parts(cluster, group, *rest)
+
+    monkeypatch.setattr(documents_module, "_topic_parts", counted)
+    one, two = (judged(0, 5, 10.0, OK),), (judged(1, 3, 4.0, OK),)
+    failed = GroupLag("c", "failed", (), error="coordinator not available")
+    wide = WideDocuments()
+    wide(sample(failed, GroupLag("c", "one", one), GroupLag("c", "two", two)))
+    later = wide(sample(failed, GroupLag("c", "one", one, seconds_age=1.0),
+                        GroupLag("c", "two", two, seconds_age=1.0)))
+    assert built == ["one", "two"]
+    assert [(d.source["group"], d.source["lag_seconds"]) for d in later] == [
+        ("one", {"p0": 11.0}), ("two", {"p1": 5.0})]
+
+
+def test_watch_documents_leave_an_unknown_lag_out() -> None:
+    group = GroupLag("c", "g", (lag("t", 0, 5, 9), lag("t", 1, None, 9)))
+    [document] = WideDocuments()(sample(group))
+    assert "p1" not in document.source and document.source["p0"] == 4
+    [document] = group_documents("2026-01-01T00:00:00.000Z", group)
+    assert "p1" not in document.source
+    assert "p1" not in topic_document("x", "c", "g", "t", list(group.partitions)).source
