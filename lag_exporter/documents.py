@@ -143,7 +143,8 @@ def _document(timestamp: str, parts: _TopicParts, seconds_age: float) -> Documen
             for key, value in parts.seconds.items()}
         if parts.with_seconds_max:
             source["lag_seconds_max"] = max(seconds.values())
-    source.update(parts.tail)
+    source.update(parts.tail)  # its partition_status map shared by the ticks that reuse it:
+    # a document is never changed once built (the sinks and the spool only read it)
     head = parts.head
     return Document(document_id(head["cluster"], head["group"], head["topic"], timestamp),
                     source)
