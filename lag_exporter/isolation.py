@@ -27,7 +27,7 @@ from typing import Any
 
 import lag_exporter
 from lag_exporter.errors import SourceError
-from lag_exporter.kafka_child import answer_from_wire, request_to_wire
+from lag_exporter.kafka_child import AskedBefore, answer_from_wire, request_to_wire
 from lag_exporter.model import GroupOffsets, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class ChildProcess:
             os.close(lifeline_read)
         self.pid = self._popen.pid
         self._closed = False
+        self.asked_before = AskedBefore()
 
     @property
     def exitcode(self) -> int | None:
@@ -172,7 +173,8 @@ class IsolatedKafkaSource:
         if not keys:
             return {}
         try:
-            answer = self._call(method, request_to_wire(method, keys))
+            answer = self._call(method, keys if method == "high_watermarks"
+                                else request_to_wire(method, keys))
         except SourceError as error:
             return {key: error for key in keys}
         if isinstance(answer, SourceError):
@@ -182,6 +184,10 @@ class IsolatedKafkaSource:
 
     def _call(self, method: str, *args: Any) -> Any:
         conn = self._child()
+        if method == "high_watermarks":
+            assert self._process is not None
+            length, whole = self._process.asked_before.shorten(args[0])
+            args = (length, None if whole is None else request_to_wire(method, whole))
         try:
             conn.send((method, args))
             # Each child call is bounded by timeout_s; allow for scheduling on a busy machine.

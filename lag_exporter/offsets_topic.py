@@ -35,6 +35,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from lag_exporter.model import TopicPartition
 
@@ -237,6 +238,7 @@ def java_string_hash(text: str) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+@lru_cache(maxsize=10_000)  # asked for every group several times a sample
 def offsets_partition_of(group: str, partitions: int) -> int:
     """The partition of `__consumer_offsets` holding a group's commits (Kafka's
     Utils.abs(group.hashCode) % offsets.topic.num.partitions, where Utils.abs maps

@@ -64,3 +64,32 @@ def test_client_dying_mid_request_fails_that_call_only() -> None:
     finally:
         source.close()
         silent.close()
+
+
+def test_end_offsets_asked_again_are_read_again(stack: Stack, unique_name: str) -> None:
+    """The lists a sample asks every time travel once (AskedBefore) and their ListOffsets
+    requests are built once (KafkaSource): each call still reads the end offsets anew."""
+    topic = f"iso-again.{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 3)
+    produce(stack.source_bootstrap, topic, {0: 1, 1: 2, 2: 3})
+    first_two = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    last_one = [TopicPartition(topic, 2)]
+    source = IsolatedKafkaSource("c", {"bootstrap.servers": stack.source_bootstrap}, 5.0)
+    try:
+        assert source.high_watermarks(first_two) == dict(zip(first_two, [1, 2], strict=True))
+        assert source.high_watermarks(last_one) == {last_one[0]: 3}
+        produce(stack.source_bootstrap, topic, {0: 10, 1: 10, 2: 10})
+        assert source.high_watermarks(list(first_two)) == dict(zip(first_two, [11, 12],
+                                                                   strict=True))
+        assert source.high_watermarks(last_one) == {last_one[0]: 13}
+        other_two = [TopicPartition(topic, 2), TopicPartition(topic, 0)]  # same length
+        assert source.high_watermarks(other_two) == dict(zip(other_two, [13, 11], strict=True))
+        child = source._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(5)
+        source.committed_offsets(["any"])  # sees the child gone, starts another
+        assert source.high_watermarks(other_two) == dict(zip(other_two, [13, 11], strict=True))
+        assert source.restarts == 1
+    finally:
+        source.close()
