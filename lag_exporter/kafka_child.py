@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -102,12 +103,13 @@ def serve(conn: Connection) -> None:
         cluster, settings, timeout_s = conn.recv()
     except (EOFError, OSError):
         return
-    from lag_exporter.gc_tuning import relax_gc
+    from lag_exporter.gc_tuning import RELEASE_EVERY_S, relax_gc, release_freed_memory
     from lag_exporter.kafka_source import KafkaSource
 
     source = KafkaSource(cluster, settings, timeout_s)
     relax_gc()
     asked_before = AskedBefore()
+    next_release = time.monotonic()
     while True:
         try:
             method, args = conn.recv()
@@ -120,6 +122,9 @@ def serve(conn: Connection) -> None:
             conn.send(answer_to_wire(method, args[0], answer) if args else answer)
         except Exception as error:  # one bad call must not end the child
             conn.send(SourceError(f"{type(error).__name__}: {error}"))
+        if time.monotonic() >= next_release:  # after the answer: the parent does not wait
+            release_freed_memory()
+            next_release = time.monotonic() + RELEASE_EVERY_S
 
 
 def main(argv: list[str]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from lag_exporter.documents import Document, WideDocuments, sample_documents
 from lag_exporter.errors import SinkError
 from lag_exporter.fleet import Fleet
-from lag_exporter.gc_tuning import relax_gc
+from lag_exporter.gc_tuning import RELEASE_EVERY_S, relax_gc, release_freed_memory
 from lag_exporter.lag import lag_total, partitions_unknown
 from lag_exporter.model import GroupLag, PartitionLag, Sample
 from lag_exporter.outbox import Outbox
@@ -307,6 +307,7 @@ class Watch:
         self.fleet.warm_up(WARM_UP_MAX_S, self._stop)
         start = self._clock()
         self._last_summary = start
+        next_release = start
         tick = 0
         try:
             while not self._stop.is_set():
@@ -315,6 +316,9 @@ class Watch:
                 self._take_sample()
                 if max_samples is not None and self.samples_taken >= max_samples:
                     break
+                if self._clock() >= next_release:
+                    release_freed_memory()
+                    next_release = self._clock() + RELEASE_EVERY_S
                 # Right after a sample, so that a replaced Kafka client (new certificates) has
                 # the rest of the interval to start before the next tick: no gap in documents.
                 if self._reload_requested.is_set() and self.reload is not None:

@@ -317,3 +317,19 @@ def test_one_sink_whose_documents_fail_to_build_costs_the_others_nothing(
 def test_a_watch_needs_a_sink() -> None:
     with pytest.raises(ValueError, match="at least one sink"):
         Watch(Fleet([]))
+
+
+def test_freed_memory_is_given_back_after_the_first_sample_then_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[int] = []
+    watch_ref: list[Watch] = []
+    monkeypatch.setattr("lag_exporter.service.release_freed_memory",
+                        lambda: released.append(watch_ref[0].samples_taken))
+    clock = FakeClock()
+    watch = Watch(ScriptedFleet(clock, [0.1] * 150), Outbox(), RecordingSink(), interval_s=1.0,
+                  summary_every_s=3600, clock=clock)
+    watch_ref.append(watch)
+    watch._stop = ClockedStop(clock)
+    watch.run(max_samples=150)
+    assert released == [1, 61, 121]  # seconds 0.1, 60.1 and 120.1: not every tick
