@@ -358,7 +358,15 @@ def running(component: str) -> bool:
         pid = int(pid_file(component).read_text())
     except (OSError, ValueError):
         return False
-    return marker_of(pid) == f"{component}@{STATE}"
+    # While a process execs (a launch script exec-ing java), its /proc environ reads empty for
+    # an instant: a live process without the marker is looked at again before it counts as gone.
+    for _ in range(10):
+        if marker_of(pid) == f"{component}@{STATE}":
+            return True
+        if not Path(f"/proc/{pid}").exists():
+            return False
+        time.sleep(0.01)
+    return False
 
 
 # A throw-away Python parent starts the daemon and exits, so the daemon is re-parented to init:

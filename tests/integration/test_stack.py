@@ -289,3 +289,21 @@ def test_starting_and_stopping_wait_for_another_process_doing_it() -> None:
             assert not stopper.is_alive()
         finally:
             holder.kill()
+
+
+def test_a_component_that_execs_counts_as_running_throughout(scratch_stack: Path) -> None:
+    """Its /proc environ reads empty for an instant during each exec; once that made a restarted
+    OpenSearch (its launch script execs java) count as "exited during start-up"."""
+    chain = scratch_stack / "chain.sh"
+    chain.parent.mkdir(parents=True)
+    chain.write_text('n=${1:-0}\n[ "$n" -lt 1000 ] && exec /bin/sh "$0" $((n + 1))\nexec sleep 5\n')
+    stackctl.spawn("cloudwatch", ["/bin/sh", str(chain)])
+    try:
+        deadline = time.monotonic() + 1.5
+        looks = 0
+        while time.monotonic() < deadline:
+            assert stackctl.running("cloudwatch"), f"seen gone after {looks} looks"
+            looks += 1
+    finally:
+        stackctl.stop("cloudwatch")
+    assert looks > 100 and not stackctl.running("cloudwatch")
