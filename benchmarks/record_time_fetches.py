@@ -172,7 +172,8 @@ class TunedSource(KafkaSource):
 
     def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
                  reader_settings: Mapping[str, Any]) -> None:
-        super().__init__(cluster, client_settings, timeout_s)
+        super().__init__(cluster, client_settings, timeout_s,
+                         record_reads_in_background=IN_BACKGROUND[0])
         self.reader_settings = dict(reader_settings)
 
     def _new_record_reader(self) -> Any:
@@ -313,6 +314,9 @@ def ensure_topics(admin: Any, wanted: Mapping[str, int], records: int) -> None:
 
 
 BOOTSTRAP = [""]  # set by main()
+IN_BACKGROUND = [True]
+"""The watch's reader (its reads off the sample's path: BACKGROUND_READER_SETTINGS); False:
+snapshot's and top's, which wait for their reads (--foreground)."""
 
 
 # ---------------------------------------------------------------- part 1: the batches
@@ -401,6 +405,8 @@ class CountingSource(WrappedSource):
 
     def record_times(self, requests: Mapping[TopicPartition, int]
                      ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        if not requests:  # the sampler asks on every sample; the reads here are not background
+            return {}
         probe = self.probe
         before = (probe.snapshot_after(time.monotonic()) if probe.reader is not None
                   else Snapshot(0.0, 0, {}, 0, 0))
@@ -485,8 +491,12 @@ def print_report(args: argparse.Namespace, partitions: int,
     print(f"\n## record_times: requests per call (target {BOOTSTRAP[0]}, {partitions:,} "
           f"partitions available, offset {OFFSET})\n")
     tuning = parse_reader_settings(args.reader_setting)
-    print("Record reader: " + ("production settings" if not tuning else "production settings "
-          "+ " + ", ".join(f"{k}={v}" for k, v in tuning.items()) + " (NOT production)"))
+    which = ("watch's (reads in the background: " + ", ".join(
+        f"{k}={v}" for k, v in kafka_source.BACKGROUND_READER_SETTINGS.items()) + ")"
+        if IN_BACKGROUND[0] else "snapshot's and top's (--foreground)")
+    print(f"Record reader: {which}; " + ("production settings" if not tuning else
+          "production settings + " + ", ".join(f"{k}={v}" for k, v in tuning.items())
+          + " (NOT production)"))
     print(f"{started}, HEAD {head}, {os.cpu_count()} cores; machine busy {load[0]:.0f} % "
           f"(steal {load[1]:.1f} %) during the {elapsed_s:.0f} s run\n")
     print(f"| partitions | call | wall s | CPU s | CPU s incl. {AFTER_S:g} s after | answered "
@@ -571,7 +581,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reader-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="try a librdkafka setting on the record reader on top of "
                              "production's (repeatable; the numbers are then NOT production's)")
+    parser.add_argument("--foreground", action="store_true",
+                        help="the reader of snapshot and top (they wait for their reads) "
+                             "instead of the watch's")
     args = parser.parse_args(argv)
+    IN_BACKGROUND[0] = not args.foreground
     tuning = parse_reader_settings(args.reader_setting)
     if args.repeat < 1 or args.ticks < 1:
         raise SystemExit("--repeat and --ticks must be at least 1")

@@ -121,6 +121,8 @@ class IsolatedKafkaSource:
         self.timeout_s = timeout_s
         self._settings = dict(client_settings)
         self._process: ChildProcess | None = None
+        self._reading = False  # the child reads record times for an earlier call
+        self._read_before = False
         self._closed = False
         self.restarts = 0
         _OPEN_SOURCES.add(self)
@@ -145,9 +147,40 @@ class IsolatedKafkaSource:
     def record_times(
         self, requests: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
-        pairs = list(requests.items())
-        answers = self._per_key("record_times", pairs)
-        return {tp: answers[(tp, offset)] for tp, offset in pairs}
+        """Read in the background by the child (KafkaSource.start_record_times): a sample does
+        not wait for a read, which waits for its connections (they close between reads, for one
+        Fetch per leader). So the answers returned are those of a read that an earlier call
+        started and that has finished since, each once; requests made while a read is running
+        are dropped (the estimates ask again at their next turn). But the first read is waited
+        for: at start-up every consumer behind is beyond the history, and the warm-up sample's
+        read gives the first documents their seconds."""
+        answers = self._collect_record_times() if self._reading else {}
+        if requests and not self._reading:
+            wire = request_to_wire("start_record_times", list(requests.items()))
+            try:
+                if not self._read_before:
+                    self._read_before = True
+                    found: dict[TopicPartition, tuple[int, int, float] | SourceError] = \
+                        self._call("record_times", wire)
+                    return {} if isinstance(found, SourceError) else found
+                self._reading = self._call("start_record_times", wire) is True
+            except SourceError:
+                pass
+        return answers
+
+    def _collect_record_times(self) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        try:
+            answer = self._call("collect_record_times")
+        except SourceError:  # the child died, and the read with it
+            answer = None
+            self._reading = False
+        if answer is None:
+            return {}
+        self._reading = False
+        if isinstance(answer, SourceError):
+            return {}
+        found: dict[TopicPartition, tuple[int, int, float] | SourceError] = answer
+        return found
 
     def list_groups(self) -> list[str] | SourceError:
         try:
@@ -217,5 +250,6 @@ class IsolatedKafkaSource:
     def _restart(self, why: str) -> None:
         log.warning("Kafka client process of cluster %s %s; starting a new one", self.cluster, why)
         self.restarts += 1
+        self._reading = False  # gone with the child
         self._stop_child()
         self._child()  # now: the next sample must not wait for Python and librdkafka to start

@@ -60,7 +60,7 @@ class AskedBefore:
 def request_to_wire(method: str, keys: list[Any]) -> list[Any]:
     if method == "high_watermarks":
         return [tuple(tp) for tp in keys]
-    if method == "record_times":  # keys: (partition, offset) pairs
+    if method == "start_record_times":  # keys: (partition, offset) pairs
         return [(tp.topic, tp.partition, offset) for tp, offset in keys]
     return keys
 
@@ -69,10 +69,6 @@ def answer_to_wire(method: str, keys: list[Any], answer: Any) -> Any:
     if method == "high_watermarks":
         missing = SourceError("Kafka's answer left this partition out")
         return [answer.get(tp, missing) for tp in keys]
-    if method == "record_times":
-        missing = SourceError("Kafka's answer left this partition out")
-        return [answer.get(TopicPartition(topic, partition), missing)
-                for topic, partition, _ in keys]
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
                 {tuple(tp): offset for tp, offset in offsets.committed_offsets.items()}
@@ -81,7 +77,7 @@ def answer_to_wire(method: str, keys: list[Any], answer: Any) -> Any:
 
 
 def answer_from_wire(method: str, keys: list[Any], answer: Any) -> Any:
-    if method in ("high_watermarks", "record_times"):
+    if method == "high_watermarks":
         return dict(zip(keys, answer, strict=True))
     if method == "committed_offsets":
         return {group: offsets if isinstance(offsets, SourceError) else
@@ -106,7 +102,7 @@ def serve(conn: Connection) -> None:
     from lag_exporter.gc_tuning import RELEASE_EVERY_S, relax_gc, release_freed_memory
     from lag_exporter.kafka_source import KafkaSource
 
-    source = KafkaSource(cluster, settings, timeout_s)
+    source = KafkaSource(cluster, settings, timeout_s, record_reads_in_background=True)
     relax_gc()
     asked_before = AskedBefore()
     next_release = time.monotonic()

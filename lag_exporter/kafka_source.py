@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, TypeVar
 
@@ -56,6 +56,14 @@ WAIT_SLICE_S = 0.05
 # commits on must not cost a Metadata request per sample.
 METADATA_REFRESH_S = 10.0
 _LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]  # the wire's -1
+# The record reader of background reads (start_record_times) closes its connections between
+# reads, so that at the next read every partition is assigned while it reconnects and the first
+# Fetch to each leader carries them all (an open connection fetches for the first partitions
+# started while the rest are still being added: 2-3 Fetches per leader for 100 partitions), and
+# it queues no more than the one record wanted per partition. The reconnection makes a read wait
+# up to ~1 s, which only a read off the sample's path can afford (BENCHMARKS.md, seventh
+# session).
+BACKGROUND_READER_SETTINGS = {"connections.max.idle.ms": 500, "queued.min.messages": 1}
 
 # After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
 # after a broker restart, ListOffsets kept failing with FENCED_LEADER_EPOCH (stale cached leader
@@ -84,6 +92,10 @@ COORDINATOR_ERRORS = {
     KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
 }
+
+
+def _ignore_client_error(error: KafkaError) -> None:
+    pass
 
 
 class _DebugOnlyLogger:
@@ -152,7 +164,10 @@ def end_offset_requests(partitions: Iterable[tuple[str, int]]) -> list[_Chunk]:
 
 
 class KafkaSource:
-    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
+    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
+                 record_reads_in_background: bool = False) -> None:
+        """record_reads_in_background: record times are read by start_record_times and
+        collect_record_times (the watch's Kafka client process), not record_times."""
         self.cluster = cluster
         self.bootstrap = client_settings.get("bootstrap.servers", "?")
         self.timeout_s = timeout_s
@@ -179,6 +194,10 @@ class KafkaSource:
         self._metadata_refreshed: dict[str, float] = {}
         self._requests_by_length: dict[int, tuple[list[tuple[str, int]], list[_Chunk]]] = {}
         self._record_reader: Consumer | None = None
+        self._reads_in_background = record_reads_in_background
+        self._background: ThreadPoolExecutor | None = None
+        self._background_read: Future[dict[TopicPartition, tuple[int, int, float] | SourceError]
+                                      ] | None = None
 
     # -- the three requests a sample needs -------------------------------------------------
 
@@ -520,6 +539,26 @@ class KafkaSource:
         missing = SourceError(f"no record read within {self.timeout_s:g} s")
         return {tp: found.get(tp, missing) for tp in wanted}
 
+    def start_record_times(self, requests: Iterable[tuple[str, int, int]]) -> bool:
+        """Start reading (topic, partition, offset) record times in a thread of this process, as
+        record_times does; False (nothing started) while the last read is still running."""
+        assert self._reads_in_background, "KafkaSource(record_reads_in_background=True)"
+        if self._background_read is not None and not self._background_read.done():
+            return False
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="record-times")
+        self._background_read = self._background.submit(self.record_times, list(requests))
+        return True
+
+    def collect_record_times(self) -> dict[TopicPartition, tuple[int, int, float] | SourceError
+                                           ] | None:
+        """The answers of the read started last, once, when it has finished; None before."""
+        read = self._background_read
+        if read is None or not read.done():
+            return None
+        self._background_read = None
+        return read.result()
+
     def _new_record_reader(self) -> Consumer:
         # Statistics would be built (for every partition it has seen) and queued at each
         # interval, and this consumer is polled only when record times are read: the queue and
@@ -534,12 +573,19 @@ class KafkaSource:
             "enable.partition.eof": False, "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 65536, "queued.max.messages.kbytes": 1024,
         })
+        if self._reads_in_background:
+            settings.update(BACKGROUND_READER_SETTINGS)
+            # Its connections closing when idle are not the cluster's errors; a read that fails
+            # says so in its answers.
+            settings["error_cb"] = _ignore_client_error
         self._record_reader = Consumer(settings)
         return self._record_reader
 
     def close(self) -> None:
         """AdminClient has no close(); dropping the references lets librdkafka shut down."""
         self._retired.clear()
+        if self._background is not None:
+            self._background.shutdown(wait=True)  # a read ends within timeout_s
         if self._record_reader is not None:
             self._record_reader.close()
             self._record_reader = None

@@ -48,7 +48,9 @@ class OffsetSource(Protocol):
         self, requests: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         """partition -> offset: (offset asked, offset of the first record at or after it,
-        its CreateTime in seconds), in one batched read (one assignment of them all)."""
+        its CreateTime in seconds), in one batched read (one assignment of them all). A source
+        that reads in the background answers with the reads of earlier calls, once finished
+        (IsolatedKafkaSource): so it is called on every sample, with no requests too."""
         ...
 
     def close(self) -> None: ...
@@ -247,8 +249,8 @@ class Sampler:
             ((TopicPartition(p.topic, p.partition), p.committed_offset, p.lag)
              for g in group_lags for p in g.partitions if p.committed_offset is not None),
             self._clock())
-        if not requests:
-            return
+        # Called on every sample, with no requests too: a source that reads in the background
+        # (the watch's Kafka client process) hands over a finished read's answers then.
         answers = self.source.record_times(requests)
         self.estimates.remember_record_times(
             {tp: answer for tp, answer in answers.items() if not isinstance(answer, SourceError)})

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 from helpers import commit, create_topic, produce
@@ -91,5 +92,50 @@ def test_end_offsets_asked_again_are_read_again(stack: Stack, unique_name: str) 
         source.committed_offsets(["any"])  # sees the child gone, starts another
         assert source.high_watermarks(other_two) == dict(zip(other_two, [13, 11], strict=True))
         assert source.restarts == 1
+    finally:
+        source.close()
+
+
+def record_times_handed_over(source: IsolatedKafkaSource
+                             ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+    """Ask for nothing until a read started before hands over its answers."""
+    deadline = time.monotonic() + 20
+    while not (answers := source.record_times({})) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return answers
+
+
+def test_record_times_are_read_in_the_background_and_handed_over_once(
+    stack: Stack, unique_name: str
+) -> None:
+    """A sample does not wait for a record-time read (its connections close between reads, so
+    a read waits to reconnect), but for the first: the child reads in a thread and a later call
+    hands the answers over, once; a read lost with a killed child is asked for again."""
+    topic = f"iso-times.{unique_name}"
+    create_topic(stack.source_bootstrap, topic, 2)
+    before = time.time()
+    produce(stack.source_bootstrap, topic, {0: 3, 1: 3})
+    wanted = {TopicPartition(topic, 0): 1, TopicPartition(topic, 1): 0}
+    source = IsolatedKafkaSource("c", {"bootstrap.servers": stack.source_bootstrap}, 5.0)
+    try:
+        first = source.record_times(wanted)  # waited for
+        assert {tp: answer[:2] for tp, answer in first.items()  # type: ignore[index]
+                } == {TopicPartition(topic, 0): (1, 1), TopicPartition(topic, 1): (0, 0)}
+        assert source.record_times(wanted) == {}  # started, not waited for
+        answers = record_times_handed_over(source)
+        assert {tp: answer[:2] for tp, answer in answers.items()  # type: ignore[index]
+                } == {TopicPartition(topic, 0): (1, 1), TopicPartition(topic, 1): (0, 0)}
+        assert all(before - 1 < answer[2] < time.time() + 1  # type: ignore[index]
+                   for answer in answers.values())
+        assert source.record_times({}) == {}  # once
+        assert source.record_times(wanted) == {}
+        child = source._process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(5)
+        assert source.record_times({}) == {}  # the read died with the child
+        assert source.restarts == 1
+        assert source.record_times(wanted) == {}  # asked again of the new child
+        assert set(record_times_handed_over(source)) == set(wanted)
     finally:
         source.close()

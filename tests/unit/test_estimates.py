@@ -3,6 +3,7 @@ log; record timestamps are asked for sparingly (fakes for Kafka only)."""
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_sampler import Clock, FakeKafka
 
 from lag_exporter.documents import sample_documents
+from lag_exporter.errors import SourceError
 from lag_exporter.estimates import Estimates
 from lag_exporter.metrics import LagMetrics
 from lag_exporter.model import (
@@ -87,6 +89,33 @@ def test_the_sampler_reads_record_times_for_consumers_beyond_its_history() -> No
     [partition] = sampler.sample().groups[0].partitions
     assert kafka.calls.count("record_times:1") == 1
     assert partition.seconds == 600.0 and partition.status == "OK"
+
+
+class ReadsInTheBackground(FakeKafka):
+    """As the watch's Kafka client process: a read's answers come with a later call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading: dict[TopicPartition, int] = {}
+
+    def record_times(self, requests: Mapping[TopicPartition, int]
+                     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
+        finished = super().record_times(self.reading)
+        self.reading = dict(requests) if requests else {}
+        return finished
+
+
+def test_record_times_read_in_the_background_are_used_when_they_arrive() -> None:
+    kafka, clock = ReadsInTheBackground(), Clock()
+    kafka.committed["g"] = GroupOffsets("g", {TP("t", 0): 20})
+    kafka.watermarks = {TP("t", 0): 100}
+    kafka.record_time_answers = {TP("t", 0): (20, 20, 400.0)}
+    sampler = Sampler(kafka, ["g"], clock=clock, wall_clock=lambda: 1000.0)
+    [first] = sampler.sample().groups[0].partitions
+    assert first.seconds is None and kafka.reading == {TP("t", 0): 20}  # asked; not read yet
+    clock.now += 1  # the next sample asks for nothing, and gets the read
+    [second] = sampler.sample().groups[0].partitions
+    assert second.seconds == 600.0 and not kafka.reading
 
 
 def stopped_group(status: str | None, seconds: float | None = 12.5) -> GroupLag:
