@@ -114,6 +114,8 @@ class ReaderProbe:
     events: list[tuple[float, int, str]] = field(default_factory=list)
     lines: list[ProtocolLine] = field(default_factory=list)
     reader: Any = None
+    born: tuple[float, int] = (0.0, 0)  # when the reader was made, and the lines before it
+    last: Snapshot | None = None  # the statistics taken as the last reader closed
 
     def on_statistics(self, text: str) -> None:
         match = STATS_TS.search(text, 0, 400)
@@ -172,8 +174,7 @@ class TunedSource(KafkaSource):
 
     def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
                  reader_settings: Mapping[str, Any]) -> None:
-        super().__init__(cluster, client_settings, timeout_s,
-                         record_reads_in_background=IN_BACKGROUND[0])
+        super().__init__(cluster, client_settings, timeout_s)
         self.reader_settings = dict(reader_settings)
 
     def _new_record_reader(self) -> Any:
@@ -205,7 +206,30 @@ class InstrumentedSource(TunedSource):
 
     def _new_record_reader(self) -> Any:
         self.probe.reader = super()._new_record_reader()
+        self.probe.born = (time.monotonic(), len(self.probe.lines))
         return self.probe.reader
+
+    def _close_record_reader(self) -> None:
+        """The reader is closed after each read: its statistics are taken first."""
+        if self.probe.reader is not None and self._record_reader is not None:
+            self.probe.last = self.probe.snapshot_after(time.monotonic())
+            self.probe.reader = None
+        super()._close_record_reader()
+
+
+def call_requests(probe: ReaderProbe, before: Snapshot | None, returned_index: int
+                  ) -> CallRequests:
+    """The requests of the call that just returned: the statistics taken as its reader closed
+    (a reader of its own), or between `before` and the next statistics (a kept reader)."""
+    if probe.reader is None:  # closed after the read
+        assert probe.last is not None
+        start, log_index = probe.born
+        return requests_between(probe, Snapshot(start, log_index, {}, 0, 0), probe.last,
+                                returned_index)
+    if before is None:  # the first call creates the reader: count from its birth
+        before = Snapshot(probe.born[0], probe.born[1], {}, 0, 0)
+    return requests_between(probe, before, probe.snapshot_after(time.monotonic()),
+                            returned_index)
 
 
 def install_log_probe(probe: ReaderProbe) -> None:
@@ -314,9 +338,7 @@ def ensure_topics(admin: Any, wanted: Mapping[str, int], records: int) -> None:
 
 
 BOOTSTRAP = [""]  # set by main()
-IN_BACKGROUND = [True]
-"""The watch's reader (its reads off the sample's path: BACKGROUND_READER_SETTINGS); False:
-snapshot's and top's, which wait for their reads (--foreground)."""
+
 
 
 # ---------------------------------------------------------------- part 1: the batches
@@ -369,19 +391,18 @@ def production_pass(settings: dict[str, str], calls: list[dict[TopicPartition, i
 
 def instrumented_pass(settings: dict[str, str], calls: list[dict[TopicPartition, int]],
                       tuning: Mapping[str, str], probe: ReaderProbe
-                      ) -> tuple[list[tuple[CallResult, CallRequests]], CallRequests]:
-    """Each call between two statistics events; then an idle window of the same reader."""
+                      ) -> tuple[list[tuple[CallResult, CallRequests]], CallRequests | None]:
+    """Each call between two statistics events; then an idle window of the same reader (None:
+    the reader is closed after each read)."""
     source = InstrumentedSource("bench", settings, TIMEOUT_S, tuning, probe)
     results: list[tuple[CallResult, CallRequests]] = []
     try:
         for wanted in calls:
             before = probe.snapshot_after(time.monotonic()) if probe.reader is not None else None
             result = timed_call(source, wanted)
-            returned_index = len(probe.lines)
-            after = probe.snapshot_after(time.monotonic())
-            if before is None:  # the first call creates the reader: count from its birth
-                before = Snapshot(0.0, 0, {}, 0, 0)
-            results.append((result, requests_between(probe, before, after, returned_index)))
+            results.append((result, call_requests(probe, before, len(probe.lines))))
+        if probe.reader is None:  # closed after each read: nothing is left to send requests
+            return results, None
         before = probe.snapshot_after(time.monotonic())
         idle = requests_between(probe, before, probe.snapshot_after(time.monotonic() + 2.0),
                                 len(probe.lines))
@@ -406,15 +427,13 @@ class CountingSource(WrappedSource):
     def record_times(self, requests: Mapping[TopicPartition, int]
                      ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         if not requests:  # the sampler asks on every sample; the reads here are not background
+            # (one a call, as the watch's Kafka client process reads them in a thread)
             return {}
         probe = self.probe
-        before = (probe.snapshot_after(time.monotonic()) if probe.reader is not None
-                  else Snapshot(0.0, 0, {}, 0, 0))
+        before = probe.snapshot_after(time.monotonic()) if probe.reader is not None else None
         answers = self.inner.record_times(requests)
-        returned_index = len(probe.lines)
-        after = probe.snapshot_after(time.monotonic())
         self.calls.append((self.clock(), len(requests),
-                           requests_between(probe, before, after, returned_index)))
+                           call_requests(probe, before, len(probe.lines))))
         self.unanswered += sum(1 for answer in answers.values()
                                if isinstance(answer, SourceError))
         return answers
@@ -483,7 +502,7 @@ def fetch_detail(requests: CallRequests) -> str:
 
 def print_report(args: argparse.Namespace, partitions: int,
                  production: list[CallResult],
-                 instrumented: list[tuple[CallResult, CallRequests]], idle: CallRequests,
+                 instrumented: list[tuple[CallResult, CallRequests]], idle: CallRequests | None,
                  rate_calls: list[tuple[float, int, CallRequests]],
                  load: tuple[float, float], started: str, elapsed_s: float) -> None:
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -491,12 +510,8 @@ def print_report(args: argparse.Namespace, partitions: int,
     print(f"\n## record_times: requests per call (target {BOOTSTRAP[0]}, {partitions:,} "
           f"partitions available, offset {OFFSET})\n")
     tuning = parse_reader_settings(args.reader_setting)
-    which = ("watch's (reads in the background: " + ", ".join(
-        f"{k}={v}" for k, v in kafka_source.BACKGROUND_READER_SETTINGS.items()) + ")"
-        if IN_BACKGROUND[0] else "snapshot's and top's (--foreground)")
-    print(f"Record reader: {which}; " + ("production settings" if not tuning else
-          "production settings + " + ", ".join(f"{k}={v}" for k, v in tuning.items())
-          + " (NOT production)"))
+    print("Record reader: " + ("production settings" if not tuning else "production settings "
+          "+ " + ", ".join(f"{k}={v}" for k, v in tuning.items()) + " (NOT production)"))
     print(f"{started}, HEAD {head}, {os.cpu_count()} cores; machine busy {load[0]:.0f} % "
           f"(steal {load[1]:.1f} %) during the {elapsed_s:.0f} s run\n")
     print(f"| partitions | call | wall s | CPU s | CPU s incl. {AFTER_S:g} s after | answered "
@@ -514,8 +529,11 @@ def print_report(args: argparse.Namespace, partitions: int,
               f"{fetch_cell(requests)} | {logged} | "
               f"{other_cell(requests)} | {requests.records_fetched:,} / "
               f"{requests.records_dropped:,} | {measured.wall_s:.3f} |")
-    print(f"\nIdle reader, {idle.window_s:.1f} s after the calls: Fetch {fetch_cell(idle)}, "
-          f"other {other_cell(idle)}.")
+    if idle is None:
+        print("\nNo idle reader: each read had a reader of its own, closed after it.")
+    else:
+        print(f"\nIdle reader, {idle.window_s:.1f} s after the calls: Fetch {fetch_cell(idle)}, "
+              f"other {other_cell(idle)}.")
     print("\nEach Fetch of the instrumented calls (request bytes; response bytes / round trip):")
     call_numbers.clear()
     for measured, requests in instrumented:
@@ -581,11 +599,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reader-setting", action="append", default=[], metavar="KEY=VALUE",
                         help="try a librdkafka setting on the record reader on top of "
                              "production's (repeatable; the numbers are then NOT production's)")
-    parser.add_argument("--foreground", action="store_true",
-                        help="the reader of snapshot and top (they wait for their reads) "
-                             "instead of the watch's")
     args = parser.parse_args(argv)
-    IN_BACKGROUND[0] = not args.foreground
     tuning = parse_reader_settings(args.reader_setting)
     if args.repeat < 1 or args.ticks < 1:
         raise SystemExit("--repeat and --ticks must be at least 1")

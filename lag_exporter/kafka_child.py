@@ -102,7 +102,7 @@ def serve(conn: Connection) -> None:
     from lag_exporter.gc_tuning import RELEASE_EVERY_S, relax_gc, release_freed_memory
     from lag_exporter.kafka_source import KafkaSource
 
-    source = KafkaSource(cluster, settings, timeout_s, record_reads_in_background=True)
+    source = KafkaSource(cluster, settings, timeout_s)
     relax_gc()
     asked_before = AskedBefore()
     next_release = time.monotonic()

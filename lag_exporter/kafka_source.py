@@ -56,14 +56,6 @@ WAIT_SLICE_S = 0.05
 # commits on must not cost a Metadata request per sample.
 METADATA_REFRESH_S = 10.0
 _LATEST = OffsetSpec.latest()._value  # type: ignore[no-untyped-call]  # the wire's -1
-# The record reader of background reads (start_record_times) closes its connections between
-# reads, so that at the next read every partition is assigned while it reconnects and the first
-# Fetch to each leader carries them all (an open connection fetches for the first partitions
-# started while the rest are still being added: 2-3 Fetches per leader for 100 partitions), and
-# it queues no more than the one record wanted per partition. The reconnection makes a read wait
-# up to ~1 s, which only a read off the sample's path can afford (BENCHMARKS.md, seventh
-# session).
-BACKGROUND_READER_SETTINGS = {"connections.max.idle.ms": 500, "queued.min.messages": 1}
 
 # After these, a long-lived AdminClient may stay broken although the cluster is back: seen here
 # after a broker restart, ListOffsets kept failing with FENCED_LEADER_EPOCH (stale cached leader
@@ -164,10 +156,7 @@ def end_offset_requests(partitions: Iterable[tuple[str, int]]) -> list[_Chunk]:
 
 
 class KafkaSource:
-    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float,
-                 record_reads_in_background: bool = False) -> None:
-        """record_reads_in_background: record times are read by start_record_times and
-        collect_record_times (the watch's Kafka client process), not record_times."""
+    def __init__(self, cluster: str, client_settings: Mapping[str, str], timeout_s: float) -> None:
         self.cluster = cluster
         self.bootstrap = client_settings.get("bootstrap.servers", "?")
         self.timeout_s = timeout_s
@@ -194,7 +183,6 @@ class KafkaSource:
         self._metadata_refreshed: dict[str, float] = {}
         self._requests_by_length: dict[int, tuple[list[tuple[str, int]], list[_Chunk]]] = {}
         self._record_reader: Consumer | None = None
-        self._reads_in_background = record_reads_in_background
         self._background: ThreadPoolExecutor | None = None
         self._background_read: Future[dict[TopicPartition, tuple[int, int, float] | SourceError]
                                       ] | None = None
@@ -500,15 +488,21 @@ class KafkaSource:
         self, requests: Mapping[TopicPartition, int] | Iterable[tuple[str, int, int]]
     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         """partition -> offset: (offset asked, offset of the first record at or after it, its
-        CreateTime in seconds). One assignment of every partition (librdkafka fetches from each
-        leader in one request), the first record of each, then unassigned again. A compacted or
-        deleted offset gives the next record (auto.offset.reset=earliest); a transaction marker
-        is skipped to the next record; READ_UNCOMMITTED like the end offsets."""
+        CreateTime in seconds). One assignment of every partition, the first record of each. A
+        compacted or deleted offset gives the next record (auto.offset.reset=earliest); a
+        transaction marker is skipped to the next record; READ_UNCOMMITTED like the end offsets.
+
+        Each read has a record reader of its own, closed after it: every partition is assigned
+        before its connections are up, so the first Fetch to each leader carries them all (one
+        Fetch for 100 partitions, a few for 10,000). A reader kept connected fetched for the
+        first partitions started while the rest were still being added (2-3 Fetches per leader
+        for 100), and one closing its connections when idle reconnected twice a second for its
+        group coordinator lookups (BENCHMARKS.md, eighth session)."""
         wanted = (dict(requests) if isinstance(requests, Mapping)
                   else {TopicPartition(t, p): o for t, p, o in requests})
         if not wanted:
             return {}
-        reader = self._record_reader or self._new_record_reader()
+        reader = self._new_record_reader()
         found: dict[TopicPartition, tuple[int, int, float] | SourceError] = {}
         assignment = [KafkaTopicPartition(tp.topic, tp.partition, offset)
                       for tp, offset in wanted.items()]
@@ -534,15 +528,18 @@ class KafkaSource:
             failure = self._source_error(error)
             return {tp: found.get(tp, failure) for tp in wanted}
         finally:
-            reader.resume(assignment)  # librdkafka keeps a pause across assignments
-            reader.unassign()
+            self._close_record_reader()
         missing = SourceError(f"no record read within {self.timeout_s:g} s")
         return {tp: found.get(tp, missing) for tp in wanted}
+
+    def _close_record_reader(self) -> None:
+        if self._record_reader is not None:
+            self._record_reader.close()
+            self._record_reader = None
 
     def start_record_times(self, requests: Iterable[tuple[str, int, int]]) -> bool:
         """Start reading (topic, partition, offset) record times in a thread of this process, as
         record_times does; False (nothing started) while the last read is still running."""
-        assert self._reads_in_background, "KafkaSource(record_reads_in_background=True)"
         if self._background_read is not None and not self._background_read.done():
             return False
         if self._background is None:
@@ -572,12 +569,11 @@ class KafkaSource:
             "auto.offset.reset": "earliest", "isolation.level": "read_uncommitted",
             "enable.partition.eof": False, "fetch.wait.max.ms": 100,
             "max.partition.fetch.bytes": 65536, "queued.max.messages.kbytes": 1024,
+            "queued.min.messages": 1,  # the one record wanted per partition, no prefetch
         })
-        if self._reads_in_background:
-            settings.update(BACKGROUND_READER_SETTINGS)
-            # Its connections closing when idle are not the cluster's errors; a read that fails
-            # says so in its answers.
-            settings["error_cb"] = _ignore_client_error
+        # A read that fails says so in its answers; its reader's connection errors are not the
+        # admin client's.
+        settings["error_cb"] = _ignore_client_error
         self._record_reader = Consumer(settings)
         return self._record_reader
 
@@ -586,7 +582,5 @@ class KafkaSource:
         self._retired.clear()
         if self._background is not None:
             self._background.shutdown(wait=True)  # a read ends within timeout_s
-        if self._record_reader is not None:
-            self._record_reader.close()
-            self._record_reader = None
+        self._close_record_reader()
         del self._admin

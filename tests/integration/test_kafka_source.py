@@ -4,6 +4,7 @@ over, metadata refreshed when partitions are added."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -216,3 +217,24 @@ def test_client_callbacks_are_served_when_only_end_offsets_are_asked(
         assert "brokers" in json.loads(statistics[0])  # librdkafka statistics JSON
     finally:
         source.close()
+
+
+def test_every_record_time_read_fetches_once_per_leader(
+    stack: Stack, unique_name: str, source_factory: Callable[..., KafkaSource],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 11: at most one batched Fetch per leader for a read. A reader kept between reads
+    sent 2-3 for 100 partitions (the first Fetch left before every partition was started); a
+    reader of its own per read assigns them all before it is connected."""
+    create_topic(stack.source_bootstrap, unique_name, 100)
+    produce(stack.source_bootstrap, unique_name, {p: 2 for p in range(100)})
+    source = source_factory({"bootstrap.servers": stack.source_bootstrap, "debug": "protocol"},
+                            10.0)
+    wanted = {TopicPartition(unique_name, p): 1 for p in range(100)}
+    caplog.set_level(logging.DEBUG, logger="lag_exporter.librdkafka")
+    for read in range(3):
+        caplog.clear()
+        answers = source.record_times(wanted)
+        assert sorted({answer[1] for answer in answers.values()}) == [1]  # type: ignore[index]
+        fetches = [r for r in caplog.records if "Sent FetchRequest" in r.getMessage()]
+        assert len(fetches) == 1, f"read {read}: {len(fetches)} Fetch requests"
