@@ -148,12 +148,12 @@ class IsolatedKafkaSource:
         self, requests: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, tuple[int, int, float] | SourceError]:
         """Read in the background by the child (KafkaSource.start_record_times): a sample does
-        not wait for a read, which waits for its connections (they close between reads, for one
-        Fetch per leader). So the answers returned are those of a read that an earlier call
-        started and that has finished since, each once; requests made while a read is running
-        are dropped (the estimates ask again at their next turn). But the first read is waited
-        for: at start-up every consumer behind is beyond the history, and the warm-up sample's
-        read gives the first documents their seconds."""
+        not wait for a read (each connects a consumer of its own, for one Fetch per leader; one
+        of 10,000 partitions takes ~2 s). So the answers returned are those of a read that an
+        earlier call started and that has finished since, each once; requests made while a read
+        is running are dropped (the estimates ask again at their next turn). But the first read
+        is waited for: at start-up every consumer behind is beyond the history, and the warm-up
+        sample's read gives the first documents their seconds."""
         answers = self._collect_record_times() if self._reading else {}
         if requests and not self._reading:
             wire = request_to_wire("start_record_times", list(requests.items()))
