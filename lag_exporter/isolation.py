@@ -156,14 +156,14 @@ class IsolatedKafkaSource:
         sample's read gives the first documents their seconds."""
         answers = self._collect_record_times() if self._reading else {}
         if requests and not self._reading:
-            wire = request_to_wire("start_record_times", list(requests.items()))
+            method = "start_record_times" if self._read_before else "record_times"
+            self._read_before = True
             try:
-                if not self._read_before:
-                    self._read_before = True
-                    found: dict[TopicPartition, tuple[int, int, float] | SourceError] = \
-                        self._call("record_times", wire)
+                answer = self._call(method, request_to_wire(method, list(requests.items())))
+                if method == "record_times":  # the first read, waited for
+                    found: dict[TopicPartition, tuple[int, int, float] | SourceError] = answer
                     return {} if isinstance(found, SourceError) else found
-                self._reading = self._call("start_record_times", wire) is True
+                self._reading = answer is True
             except SourceError:
                 pass
         return answers

@@ -60,7 +60,7 @@ class AskedBefore:
 def request_to_wire(method: str, keys: list[Any]) -> list[Any]:
     if method == "high_watermarks":
         return [tuple(tp) for tp in keys]
-    if method == "start_record_times":  # keys: (partition, offset) pairs
+    if method in ("record_times", "start_record_times"):  # keys: (partition, offset) pairs
         return [(tp.topic, tp.partition, offset) for tp, offset in keys]
     return keys
 
