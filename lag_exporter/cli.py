@@ -40,6 +40,7 @@ from lag_exporter.config import (
     check_names,
     check_number,
     check_timeout,
+    check_topic_names,
     elasticsearch_settings,
     kafka_settings,
     load_config,
@@ -330,7 +331,7 @@ def resolve_config(params: dict[str, Any]) -> ExporterConfig:
         if mirror is not None and mirror.label in groups:
             raise ConfigError(f"--mm2-label {mirror.label!r} is also a --group: give the mirror "
                               "another label")
-        topics = check_names("--topic", tuple(params["topics"]))
+        topics = check_topic_names("--topic", tuple(params["topics"]))
         # Unnamed, a cluster is called by its bootstrap servers: two exporters of different
         # clusters writing one index stay apart (a fixed "default" made them indistinguishable).
         kafka = kafka_settings(params["bootstrap_server"], params["command_config"],

@@ -112,9 +112,35 @@ def check_ha_group(where: str, name: str) -> str | None:
 
 
 def check_names(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Group and topic names from flags: Kafka has no empty names (and the client raises)."""
+    """Group names from flags: Kafka has no empty names (and the client raises)."""
     if any(not name for name in names):
         raise ConfigError(f"{flag} must not be empty")
+    return names
+
+
+_TOPIC_NAME_CHARACTERS = re.compile(r"[a-zA-Z0-9._-]+")
+TOPIC_NAME_MAX_LENGTH = 249
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka can have no topic of this name (its Topic.validate), None when it can: an
+    explicit topic that can never exist is a typo to report, not a topic to wait for."""
+    if not name:
+        return "must not be empty"
+    if name in (".", ".."):
+        return "cannot be '.' or '..'"
+    if len(name) > TOPIC_NAME_MAX_LENGTH:
+        return f"is {len(name)} characters long, Kafka allows {TOPIC_NAME_MAX_LENGTH}"
+    if not _TOPIC_NAME_CHARACTERS.fullmatch(name):
+        return "is not a Kafka topic name: ASCII letters, digits, '.', '_' and '-' only"
+    return None
+
+
+def check_topic_names(flag: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Topic names from flags (--topic), as Kafka allows them."""
+    for name in names:
+        if (problem := topic_name_problem(name)) is not None:
+            raise ConfigError(f"{flag} {problem}" if not name else f"{flag} {name!r} {problem}")
     return names
 
 
@@ -352,8 +378,6 @@ CLUSTER_KEYS = {"name", "bootstrap_servers", "command_config", "client", "groups
 MIRROR_KEYS = {"label", "target_bootstrap_servers", "target_command_config", "source_alias",
                "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics",
                "replication_policy", "replication_policy_separator"}
-_TOPIC_NAME_CHARACTERS = re.compile(r"[a-zA-Z0-9._-]+")
-
 
 def _toml_type(value: object) -> str:
     kinds: list[tuple[type | tuple[type, ...], str]] = [
@@ -447,6 +471,15 @@ def _strings(table: dict[str, Any], key: str, problems: _Problems, where: str) -
         problems.add(f"{where}{key}", "must not contain an empty string")
         return ()
     return tuple(value)
+
+
+def _topic_names(table: dict[str, Any], key: str, problems: _Problems, where: str
+                 ) -> tuple[str, ...]:
+    names = _strings(table, key, problems, where)
+    for n, name in enumerate(names):
+        if (problem := topic_name_problem(name)) is not None:
+            problems.add(f"{where}{key}[{n}]", f"{name!r} {problem}")
+    return names
 
 
 def _regexes(table: dict[str, Any], key: str, problems: _Problems, where: str
@@ -662,7 +695,7 @@ def _cluster(table: object, n: int, base: Path, problems: _Problems) -> ClusterC
                             _regexes(table, "exclude_groups", problems, where))
     if not table.get("groups") and not table.get("group_patterns") and not mirrors:
         problems.add(f"{where}groups", "give groups and/or group_patterns (or a mirror)")
-    topics = TopicSelection(_strings(table, "topics", problems, where),
+    topics = TopicSelection(_topic_names(table, "topics", problems, where),
                             _regexes(table, "topic_patterns", problems, where),
                             _regexes(table, "exclude_topics", problems, where))
     offsets_source = _string(table, "offsets_source", problems, where) or "auto"

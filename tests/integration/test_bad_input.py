@@ -4,11 +4,15 @@ no traceback. Each row here is a row of the README's table."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from elasticsearch import Elasticsearch
 from helpers import commit, create_topic, one_line_error, produce, run_exporter
 
@@ -118,6 +122,14 @@ CASES = [
          lambda s, d, u: ["snapshot", "--config", write(d / "c.toml", '[[cluster]]\nname = "a"\n'
                           'bootstrap_servers = "x:1"\ngroups = [""]\n')],
          2, "cluster[a].groups: must not contain an empty string"),
+    Case("topic name Kafka refuses",
+         lambda s, d, u: ["snapshot", *kafka(s), "--group", "g", "--topic", "orders[eu]"],
+         2, "--topic 'orders[eu]' is not a Kafka topic name: ASCII letters, digits, '.', '_' "
+            "and '-' only"),
+    Case("topic name Kafka refuses in the config file",
+         lambda s, d, u: ["snapshot", "--config", write(d / "c.toml", '[[cluster]]\nname = "a"\n'
+                          'bootstrap_servers = "x:1"\ngroups = ["g"]\ntopics = ["x", ".."]\n')],
+         2, "cluster[a].topics[1]: '..' cannot be '.' or '..'"),
     Case("summary interval 0",
          lambda s, d, u: ["watch", *kafka(s), "--group", "g", "--summary-interval", "0"],
          2, "--summary-interval must be greater than 0 seconds, got 0"),
@@ -145,6 +157,25 @@ def test_bad_input(stack: Stack, case: Case, tmp_path: Path, unique_name: str) -
     assert case.message in line, line
     assert SASL_SECRET not in done.stdout + done.stderr
     assert ES_SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", [".", "..", "x" * 250, "orders[eu]", "orders eu", "örders",
+                                  "...", "x" * 249, "orders.v1_eu-2"])
+def test_topic_names_refused_are_those_kafka_refuses(stack: Stack, name: str) -> None:
+    """The real broker's verdict on each name (CreateTopics, validate only: nothing created)
+    is the CLI's: refused with exit 2, or taken (then the group is looked up: exit 1)."""
+    admin = AdminClient({"bootstrap.servers": stack.source_bootstrap})
+    try:
+        admin.create_topics([NewTopic(name, 1, 1)], validate_only=True)[name].result(30)
+        kafka_takes = True
+    except KafkaException as error:
+        assert error.args[0].code() == KafkaError.TOPIC_EXCEPTION, error
+        kafka_takes = False
+    done = run_exporter("snapshot", "--bootstrap-server", stack.source_bootstrap,
+                        "--group", f"no-group-{uuid.uuid4().hex[:8]}", "--topic", name)
+    assert done.returncode == (1 if kafka_takes else 2), done.stderr
+    assert ("is not a Kafka topic name" in done.stderr or "cannot be" in done.stderr
+            or "characters long" in done.stderr) != kafka_takes, done.stderr
 
 
 def test_debug_shows_the_traceback(stack: Stack) -> None:

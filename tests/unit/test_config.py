@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lag_exporter.config import (
     ElasticsearchSettings,
@@ -10,10 +12,12 @@ from lag_exporter.config import (
     check_interval,
     check_names,
     check_timeout,
+    check_topic_names,
     default_spool_dir,
     elasticsearch_settings,
     kafka_settings,
     megabytes_to_bytes,
+    topic_name_problem,
 )
 from lag_exporter.errors import ConfigError
 
@@ -36,7 +40,46 @@ def test_timeout_must_be_within_librdkafkas_range(timeout: float) -> None:
 def test_group_and_topic_names_must_not_be_empty() -> None:
     with pytest.raises(ConfigError, match=r"^--group must not be empty$"):
         check_names("--group", ("g", ""))
-    assert check_names("--topic", ("t",)) == ("t",)
+    with pytest.raises(ConfigError, match=r"^--topic must not be empty$"):
+        check_topic_names("--topic", ("t", ""))
+    assert check_topic_names("--topic", ("t",)) == ("t",)
+
+
+@pytest.mark.parametrize("name", ["a", "orders.v1_eu-2", "...", "_", "x" * 249])
+def test_names_kafka_takes_are_topic_names(name: str) -> None:
+    assert topic_name_problem(name) is None
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    (".", "cannot be '.' or '..'"),
+    ("..", "cannot be '.' or '..'"),
+    ("x" * 250, "is 250 characters long, Kafka allows 249"),
+    ("orders[eu]", "is not a Kafka topic name"),
+    ("orders eu", "is not a Kafka topic name"),
+    ("orders/eu", "is not a Kafka topic name"),
+    ("örders", "is not a Kafka topic name"),
+    ("orders\n", "is not a Kafka topic name"),
+])
+def test_names_kafka_refuses_are_reported_with_the_reason(name: str, problem: str) -> None:
+    assert (topic_name_problem(name) or "").startswith(problem)
+    with pytest.raises(ConfigError) as caught:
+        check_topic_names("--topic", ("ok", name))
+    assert str(caught.value) == f"--topic {name!r} {topic_name_problem(name)}"
+    assert "\n" not in str(caught.value)
+
+
+KAFKA_TOPIC_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@given(st.text(alphabet=st.sampled_from(sorted(KAFKA_TOPIC_CHARACTERS)) | st.characters(),
+               max_size=260))
+def test_a_topic_name_is_accepted_exactly_when_kafka_would(name: str) -> None:
+    """Kafka's Topic.validate, written out differently: not empty, not '.' or '..', at most 249
+    characters, each one of ASCII letters, digits, '.', '_', '-' (a regex with \\w or \\d, or
+    one not anchored at both ends, lets other names through)."""
+    kafka_takes = (0 < len(name) <= 249 and name not in (".", "..")
+                   and all(character in KAFKA_TOPIC_CHARACTERS for character in name))
+    assert (topic_name_problem(name) is None) == kafka_takes
 
 
 def test_megabytes_are_mebibytes_and_never_zero_bytes() -> None:

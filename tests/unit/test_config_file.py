@@ -109,6 +109,17 @@ groups = ["g"]
     assert f"{path}: cluster[1].name: every [[cluster]] needs a name" in message
 
 
+def test_topic_names_kafka_refuses_are_config_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\n'
+                           'groups = ["g"]\ntopics = ["orders", "orders eu", ".."]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: cluster[a].topics[1]: 'orders eu' is not a Kafka topic name: ASCII letters, "
+        f"digits, '.', '_' and '-' only; {path}: cluster[a].topics[2]: '..' cannot be '.' or "
+        "'..'")
+
+
 def test_unknown_key_inside_a_cluster_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, '[[cluster]]\nname = "a"\nbootstrap_servers = "k:1"\n'
                            'groups = ["g"]\ngruops = ["h"]\n')
