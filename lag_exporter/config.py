@@ -379,6 +379,7 @@ MIRROR_KEYS = {"label", "target_bootstrap_servers", "target_command_config", "so
                "target_alias", "offsets_topic", "connector", "topic_patterns", "exclude_topics",
                "replication_policy", "replication_policy_separator"}
 
+
 def _toml_type(value: object) -> str:
     kinds: list[tuple[type | tuple[type, ...], str]] = [
         (bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
