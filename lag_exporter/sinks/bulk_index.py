@@ -140,7 +140,8 @@ def ndjson(operations: Sequence[dict[str, Any]]) -> bytes:
 
 
 def read_bulk_answer(product: str, items: Sequence[dict[str, Any]]) -> DeliveryReport:
-    """Stored, already there (409: a retried batch) or rejected for good; overload raises."""
+    """Stored, already there (409: a retried batch) or rejected for good (the documents: a
+    mapping conflict); overload and refused writes raise (the batch is sent again later)."""
     stored = already = 0
     rejected: list[str] = []
     for entry in items:
@@ -152,6 +153,11 @@ def read_bulk_answer(product: str, items: Sequence[dict[str, Any]]) -> DeliveryR
             already += 1
         elif status == 429 or status >= 500:
             raise SinkError(f"{product} is overloaded: {item_error_line(item)}")
+        elif status in (401, 403):
+            # A write block (index.blocks.write or read_only, set by an operator for a while)
+            # or a missing privilege: nothing is wrong with the documents, so they wait for the
+            # index to take them again rather than being dropped.
+            raise SinkError(f"{product} refuses writes to the index: {item_error_line(item)}")
         else:
             rejected.append(item_error_line(item))
     return DeliveryReport(stored=stored, already_stored=already, rejected=tuple(rejected))

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from elasticsearch import Elasticsearch
 from helpers import (
     ExporterProcess,
     commit,
@@ -79,6 +80,39 @@ def test_elasticsearch_down_for_30_s_loses_and_duplicates_nothing(
     assert max(b - a for a, b in itertools.pairwise(stamps[2:])) < 1.5, stamps
     assert exporter.stderr.count("delivery failing") == 1
     assert exporter.stderr.count("delivery recovered") == 1
+
+
+def test_a_write_block_on_the_index_queues_the_samples_and_loses_none(
+    stack: Stack, group: str, unique_name: str, tmp_path: Path
+) -> None:
+    """An operator's index.blocks.write answers every document 403 cluster_block_exception:
+    the samples wait for the block to be lifted (before, they were counted as rejected and
+    dropped)."""
+    index = f"blocked-{unique_name}"
+    exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                               "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
+                               "--spool-dir", str(tmp_path))
+    wait_for(lambda: len(document_stamps(stack.es_url, index)) >= 3, 60,
+             "the first documents", exporter=exporter)
+    elasticsearch = Elasticsearch(stack.es_url)
+    elasticsearch.indices.put_settings(index=index, settings={"index.blocks.write": True})
+    wait_for(lambda: len(spooled(tmp_path)) >= 5, 60, "5 samples queued behind the block",
+             exporter=exporter)
+    elasticsearch.indices.put_settings(index=index, settings={"index.blocks.write": False})
+    lifted_at = time.time()
+    wait_for(lambda: any(s > lifted_at + 1 for s in document_stamps(stack.es_url, index)), 60,
+             "the queue delivered after the block", exporter=exporter)
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    samples = exporter.samples_taken()
+    documents = search_all(stack.es_url, index)
+    assert len(documents) == samples  # one topic: one document per tick, none lost
+    assert len({doc["_id"] for doc in documents}) == samples
+    stamps = sorted(doc_time(d) for d in documents)
+    assert max(b - a for a, b in itertools.pairwise(stamps[2:])) < 1.5, stamps
+    assert exporter.stderr.count("delivery failing") == 1
+    assert "refuses writes to the index: 403 cluster_block_exception" in exporter.stderr
+    assert "document(s) of a sample" not in exporter.stderr  # the "rejected ..." line
 
 
 def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(

@@ -105,6 +105,27 @@ def test_bulk_answer_counts_stored_already_there_and_rejected_and_raises_on_over
         read_bulk_answer("OpenSearch", [{"create": {"status": 429, "error": "busy"}}])
 
 
+@pytest.mark.parametrize("error", [
+    {"type": "cluster_block_exception",
+     "reason": "index [lag] blocked by: [FORBIDDEN/8/index write (api)];"},
+    {"type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized"},
+])
+def test_a_write_block_or_a_missing_privilege_is_retried_not_a_rejection(
+        error: dict[str, str]) -> None:
+    """index.blocks.write (or read_only) answers each item 403 cluster_block_exception, a role
+    without the index privilege 403 security_exception: the documents are fine and must wait
+    for the index to take them, not be dropped."""
+    refused = {"create": {"status": 403, "error": error}}
+    with pytest.raises(SinkError) as caught:
+        read_bulk_answer("Elasticsearch", [{"create": {"status": 201}}, refused])
+    assert str(caught.value) == ("Elasticsearch refuses writes to the index: 403 "
+                                 f"{error['type']}: {error['reason']}")
+    mapping_conflict = {"create": {"status": 400, "error": {
+        "type": "document_parsing_exception", "reason": "failed to parse field [p0]"}}}
+    assert read_bulk_answer("Elasticsearch", [mapping_conflict]).rejected == (
+        "400 document_parsing_exception: failed to parse field [p0]",)
+
+
 def test_ndjson_is_one_line_per_operation_ending_in_a_newline() -> None:
     body = ndjson([{"create": {"_id": "a"}}, {"t": "é", "n": 2**62}])
     assert body.endswith(b"\n") and body.count(b"\n") == 2
