@@ -3,7 +3,8 @@ steps of creating the index, the bulk body and the reading of its answer.
 
 Each sink wraps its own client in an `IndexServer` (a few calls, every client error already
 turned into a lag-exporter error), so the rules live here once:
-- "wide" documents go to `settings.index`, created from mapping.json;
+- "wide" documents go to `settings.index`, created from mapping.json, which is also installed
+  as its index template (an index deleted while `watch` runs comes back with the mapping);
 - "partition" documents go to an index template (partition_template.json) whose pattern is
   `settings.index`: a data stream where the server has them, else a plain index with the same
   mapping (the integ-test-zip builds of Elasticsearch lack the data-streams module);
@@ -23,7 +24,7 @@ import orjson
 
 from lag_exporter.config import ElasticsearchSettings
 from lag_exporter.documents import Document
-from lag_exporter.errors import SinkError
+from lag_exporter.errors import SinkError, SinkUnavailable
 from lag_exporter.sinks import DeliveryReport
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ def partition_template(index: str, data_stream: bool) -> dict[str, Any]:
     if not data_stream:
         del template["data_stream"]
     return template
+
+
+def wide_template(index: str) -> dict[str, Any]:
+    """mapping.json as the index template of `index`: an index deleted while `watch` runs (by
+    hand, by a clean-up job) is created again by the next bulk request, and without a template
+    it would get dynamic types (`topic` as text: the dashboards' terms aggregations fail)."""
+    return {"index_patterns": [index], "priority": 200,
+            "_meta": {"managed_by": "lag-exporter", "document_shape": "wide"},
+            "template": {"mappings": load_mapping()["mappings"]}}
 
 
 def template_name(index: str) -> str:
@@ -225,14 +235,30 @@ class BulkIndexSink:
         try:
             if self.server.exists(index):
                 self._check_existing_mapping()
+                if self.settings.document_shape == "wide":
+                    self._install_wide_template()
             elif self.settings.document_shape == "partition":
                 self._create_for_partitions()
             else:
+                self._install_wide_template()
                 self.server.create_index(index, load_mapping()["mappings"])
                 log.info("created index %s from mapping.json", index)
         except AlreadyExists:
             pass  # another exporter created it first
         self._index_ready = True
+
+    def _install_wide_template(self) -> None:
+        """The wide shape's index template; without it (a role that may not manage templates,
+        a user's template of the same priority) the exporter works as before, with a warning."""
+        name = template_name(self.settings.index)
+        try:
+            self.server.put_index_template(name, wide_template(self.settings.index))
+        except SinkUnavailable:
+            raise
+        except SinkError as error:
+            log.warning("could not install index template %s (%s): if index %s is deleted "
+                        "while watch runs, the next documents create it again without the "
+                        "mapping of mapping.json", name, error, self.settings.index)
 
     def _create_for_partitions(self) -> None:
         index = self.settings.index

@@ -115,6 +115,33 @@ def test_a_write_block_on_the_index_queues_the_samples_and_loses_none(
     assert "document(s) of a sample" not in exporter.stderr  # the "rejected ..." line
 
 
+def test_an_index_deleted_while_watch_runs_comes_back_with_the_mapping(
+    stack: Stack, group: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The next bulk request creates the index again; the wide shape's index template gives it
+    mapping.json's types instead of dynamic ones (topic as text, the dashboards broken)."""
+    index = f"deleted-{unique_name}"
+    exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                               "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
+                               "--spool-dir", str(tmp_path))
+    wait_for(lambda: len(document_stamps(stack.es_url, index)) >= 2, 60,
+             "the first documents", exporter=exporter)
+    elasticsearch = Elasticsearch(stack.es_url)
+    created = elasticsearch.indices.get_mapping(index=index).body[index]["mappings"]
+    elasticsearch.indices.delete(index=index)
+    deleted_at = time.time()
+    wait_for(lambda: any(s > deleted_at + 1 for s in document_stamps(stack.es_url, index)), 60,
+             "documents in the index created again", exporter=exporter)
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    again = elasticsearch.indices.get_mapping(index=index).body[index]["mappings"]
+    assert again["properties"]["topic"] == {"type": "keyword"}
+    assert again["properties"]["status"] == {"type": "keyword"}
+    assert again["properties"]["p0"]["type"] == "long"
+    assert again == created
+    assert "could not install index template" not in exporter.stderr
+
+
 def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(
     stack: Stack, group: str, unique_name: str, tmp_path: Path, restart_elasticsearch: None
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from lag_exporter.config import ElasticsearchSettings
 from lag_exporter.documents import Document
-from lag_exporter.errors import ConfigError, SinkError
+from lag_exporter.errors import ConfigError, SinkError, SinkUnavailable
 from lag_exporter.sinks.bulk_index import (
     AlreadyExists,
     BulkIndexSink,
@@ -178,10 +178,50 @@ def test_partition_shape_without_data_streams_is_a_plain_index_with_the_same_map
     assert server.calls[1] == ("create_index", body["template"]["mappings"])
 
 
-def test_wide_shape_creates_the_index_from_mapping_json() -> None:
+def test_wide_shape_creates_the_index_from_mapping_json_and_installs_it_as_template() -> None:
     server = FakeServer()
     BulkIndexSink(settings("wide"), server).ensure_index()
-    assert server.calls == [("create_index", load_mapping()["mappings"])]
+    template = ("lag-exporter-lag", {
+        "index_patterns": ["lag"], "priority": 200,
+        "_meta": {"managed_by": "lag-exporter", "document_shape": "wide"},
+        "template": {"mappings": load_mapping()["mappings"]}})
+    assert server.calls == [("put_index_template", template),
+                            ("create_index", load_mapping()["mappings"])]
+    existing = FakeServer(existing={"group": {"type": "keyword"}})
+    BulkIndexSink(settings("wide"), existing).ensure_index()  # installed by an older version
+    assert existing.calls == [("put_index_template", template)]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_refused_wide_template_is_one_warning_and_the_sink_goes_on(
+        exists: bool, caplog: pytest.LogCaptureFixture) -> None:
+    server = FakeServer(existing={} if exists else None)
+
+    def refuse(name: str, body: dict[str, Any]) -> None:
+        raise SinkError("Elasticsearch refused the credentials (403)")
+
+    server.put_index_template = refuse  # type: ignore[method-assign]
+    sink = BulkIndexSink(settings("wide"), server)
+    with caplog.at_level(logging.WARNING):
+        sink.ensure_index()
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not install index template lag-exporter-lag (Elasticsearch refused the "
+        "credentials (403)): if index lag is deleted while watch runs, the next documents "
+        "create it again without the mapping of mapping.json"]
+    assert server.calls == ([] if exists else [("create_index", load_mapping()["mappings"])])
+
+
+def test_an_unreachable_server_while_installing_the_wide_template_is_retried_later() -> None:
+    server = FakeServer()
+
+    def unreachable(name: str, body: dict[str, Any]) -> None:
+        raise SinkUnavailable("Elasticsearch unreachable at http://x:9200: ConnectionError")
+
+    server.put_index_template = unreachable  # type: ignore[method-assign]
+    sink = BulkIndexSink(settings("wide"), server)
+    with pytest.raises(SinkUnavailable):
+        sink.ensure_index()
+    assert server.calls == []
 
 
 def test_an_index_of_the_other_shape_is_refused_in_one_line() -> None:
