@@ -42,6 +42,11 @@ class AlreadyExists(SinkError):
     """The index, data stream or template is there already (another exporter made it first)."""
 
 
+class IndexMissing(SinkError):
+    """The index is gone (deleted while `watch` runs) and the server creates none on its own
+    (action.auto_create_index false): it is to be created again, then the batch sent again."""
+
+
 def _package_json(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(
         resources.files("lag_exporter").joinpath(name).read_text())
@@ -151,7 +156,8 @@ def ndjson(operations: Sequence[dict[str, Any]]) -> bytes:
 
 def read_bulk_answer(product: str, items: Sequence[dict[str, Any]]) -> DeliveryReport:
     """Stored, already there (409: a retried batch) or rejected for good (the documents: a
-    mapping conflict); overload and refused writes raise (the batch is sent again later)."""
+    mapping conflict); overload, refused writes and a missing index raise (the batch is sent
+    again later)."""
     stored = already = 0
     rejected: list[str] = []
     for entry in items:
@@ -163,6 +169,8 @@ def read_bulk_answer(product: str, items: Sequence[dict[str, Any]]) -> DeliveryR
             already += 1
         elif status == 429 or status >= 500:
             raise SinkError(f"{product} is overloaded: {item_error_line(item)}")
+        elif status == 404:  # index_not_found_exception
+            raise IndexMissing(f"{product} has no index to write to: {item_error_line(item)}")
         elif status in (401, 403):
             # A write block (index.blocks.write or read_only, set by an operator for a while)
             # or a missing privilege: nothing is wrong with the documents, so they wait for the
@@ -298,7 +306,11 @@ class BulkIndexSink:
         if not self._index_ready:
             self.ensure_index()
         items = self.server.bulk(bulk_operations(self.settings.index, documents))
-        report = read_bulk_answer(self.server.product, items)
+        try:
+            report = read_bulk_answer(self.server.product, items)
+        except IndexMissing:
+            self._index_ready = False  # created again before the batch is sent again
+            raise
         if (report.rejected and not self._field_limit_reported
                 and self.settings.document_shape == "wide"):  # the advice is the other shape
             advice = field_limit_advice(self.server.product, self.settings.index,

@@ -142,6 +142,37 @@ def test_an_index_deleted_while_watch_runs_comes_back_with_the_mapping(
     assert "could not install index template" not in exporter.stderr
 
 
+def test_an_index_deleted_where_elasticsearch_creates_none_is_created_again(
+    stack: Stack, group: str, unique_name: str, tmp_path: Path
+) -> None:
+    """With action.auto_create_index false (a locked-down cluster) the documents after a
+    deletion answer 404: the exporter creates the index again from mapping.json and sends
+    them again (before, they were counted as rejected and dropped, every one from then on)."""
+    index = f"gone-{unique_name}"
+    elasticsearch = Elasticsearch(stack.es_url)
+    exporter = ExporterProcess("--bootstrap-server", stack.source_bootstrap, "--group", group,
+                               "--es-url", stack.es_url, "--es-index", index, "--interval", "1",
+                               "--spool-dir", str(tmp_path))
+    try:
+        wait_for(lambda: len(document_stamps(stack.es_url, index)) >= 2, 60,
+                 "the first documents", exporter=exporter)
+        elasticsearch.cluster.put_settings(persistent={"action.auto_create_index": "false"})
+        elasticsearch.indices.delete(index=index)
+        deleted_at = time.time()
+        wait_for(lambda: any(s > deleted_at + 1 for s in document_stamps(stack.es_url, index)),
+                 60, "documents in the index created again", exporter=exporter)
+    finally:
+        elasticsearch.cluster.put_settings(persistent={"action.auto_create_index": None})
+    code, _ = exporter.stop(signal.SIGTERM)
+    assert code == 0, exporter.stderr
+    assert "has no index to write to: 404 index_not_found_exception" in exporter.stderr
+    assert exporter.stderr.count(f"created index {index} from mapping.json") == 2
+    assert "document(s) of a sample" not in exporter.stderr  # the "rejected ..." line
+    stamps = sorted(doc_time(d) for d in search_all(stack.es_url, index))
+    assert stamps[0] <= deleted_at + 1  # the samples queued while the index was missing
+    assert max(b - a for a, b in itertools.pairwise(stamps)) < 1.5, stamps
+
+
 def test_sigkill_during_an_outage_then_restart_delivers_the_spool_once(
     stack: Stack, group: str, unique_name: str, tmp_path: Path, restart_elasticsearch: None
 ) -> None:

@@ -126,6 +126,23 @@ def test_a_write_block_or_a_missing_privilege_is_retried_not_a_rejection(
         "400 document_parsing_exception: failed to parse field [p0]",)
 
 
+def test_an_index_deleted_where_the_server_creates_none_is_created_again_then_written() -> None:
+    """action.auto_create_index false and the index deleted: each document answers 404
+    index_not_found_exception. The batch fails (and is sent again by the delivery thread); the
+    next write creates the index from mapping.json first."""
+    missing = {"create": {"status": 404, "error": {
+        "type": "index_not_found_exception", "reason": "no such index [lag]"}}}
+    server = FakeServer(existing={}, answer=[missing])
+    sink = BulkIndexSink(settings(), server)
+    with pytest.raises(SinkError, match=r"^Elasticsearch has no index to write to: 404 "
+                                        r"index_not_found_exception: no such index \[lag\]$"):
+        sink.write([wide_document(1)])
+    server.existing, server.answer = None, [{"create": {"status": 201}}]
+    assert sink.write([wide_document(1)]).stored == 1
+    assert [call for call, _ in server.calls] == [
+        "put_index_template", "bulk", "put_index_template", "create_index", "bulk"]
+
+
 def test_ndjson_is_one_line_per_operation_ending_in_a_newline() -> None:
     body = ndjson([{"create": {"_id": "a"}}, {"t": "é", "n": 2**62}])
     assert body.endswith(b"\n") and body.count(b"\n") == 2
