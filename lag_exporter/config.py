@@ -530,7 +530,9 @@ def _elasticsearch(table: dict[str, Any], base: Path, timeout_s: float, problems
     index = (_string(table, "index", problems, where)
              or ("consumer_lag_partitions" if shape == "partition" else "consumer_lag"))
     if section == "opensearch" and (api_key or os.environ.get(OPENSEARCH_API_KEY_ENV)):
-        problems.add(f"{where}api_key", "OpenSearch takes username and password, not an "
+        given = ("api_key_file" if "api_key_file" in table and "api_key" not in table
+                 else "api_key")  # the key the file has, to be found by its name
+        problems.add(f"{where}{given}", "OpenSearch takes username and password, not an "
                      "Elasticsearch API key")
     if table.get("urls") in (None, []):
         problems.add(f"{where}urls", f"give at least one URL, or leave out [{section}]")

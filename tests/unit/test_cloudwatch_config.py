@@ -144,6 +144,14 @@ def test_opensearch_and_document_shape_problems(tmp_path: Path, text: str, expec
     assert problem(tmp_path, text) == expected
 
 
+def test_an_api_key_file_for_opensearch_is_named_as_written(tmp_path: Path) -> None:
+    """The key the file has (found by hypothesis: the line said opensearch.api_key)."""
+    (tmp_path / "key").write_text("k")
+    assert problem(tmp_path, '[opensearch]\nurls = ["http://os:9200"]\napi_key_file = "key"\n') \
+        == ("opensearch.api_key_file: OpenSearch takes username and password, not an "
+            "Elasticsearch API key")
+
+
 def test_each_document_shape_has_its_own_default_index(tmp_path: Path) -> None:
     config = load(tmp_path, '[elasticsearch]\nurls = ["http://es:9200"]\n'
                   '[opensearch]\nurls = ["http://os:9200"]\ndocument_shape = "partition"\n')
